@@ -1,0 +1,211 @@
+"""The one typed run configuration: YAML file + ``key.sub=value`` overrides -> ``RunConfig``.
+
+Every command reads a ``RunConfig``; the CLI and YAML derive from these classes, so a field
+added here is a field users can set. Invalid input raises :class:`ConfigError` naming the
+file, the line and the dotted field, e.g. ``cfg.yaml:7: method.r: must be >= 1, got 0``.
+
+Relative paths in a config resolve against the current working directory (as in
+LLaMA-Factory and TRL); the resolved config saved in a run directory holds absolute paths.
+
+Example:
+    >>> cfg = load_config("cfg.yaml", ["method.r=16", "train.max_steps=50"])  # doctest: +SKIP
+    >>> cfg.method.r
+    16
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from vlmtune.config_errors import explain_validation_error, yaml_line_index
+from vlmtune.errors import ConfigError
+
+ROLES = ("vision", "projector", "language")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    path: str = Field(description="local checkpoint dir, hub id, or zoo name (vlmtune/tiny-shapes)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    trust_remote_code: bool = False
+    revision: str | None = None
+    attn_implementation: str | None = None
+
+
+class MethodConfig(_Section):
+    kind: Literal["full", "freeze", "lora", "dora", "qlora"] = "lora"
+    r: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    targets: list[str] | Literal["all-linear"] | None = None  # None: the family's default
+    lora_on: list[Literal["vision", "projector", "language"]] = ["language"]
+    rslora: bool = False
+    bits: Literal[4, 8] = 4
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+
+    @property
+    def uses_adapter(self) -> bool:
+        return self.kind in ("lora", "dora", "qlora")
+
+
+class TrainableConfig(_Section):
+    """Full weights that train (besides adapters). ``None`` = the method's default:
+    everything for ``full``, nothing for adapter methods and ``freeze``."""
+
+    vision: bool | None = None
+    projector: bool | None = None
+    language: bool | None = None
+
+
+class DataConfig(_Section):
+    train: str | None = None
+    val: str | None = None
+    root: str | None = None  # images resolve inside this dir; default: the JSONL's dir
+    max_length: int = Field(2048, ge=8)
+    max_samples: int | None = Field(None, ge=1)
+    allow_outside_root: bool = False
+
+
+class TrainConfig(_Section):
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(2, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(2.0e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0, le=1)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    seed: int = 0
+    out_dir: str = "runs"
+    checkpoint_every: int = Field(50, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    eval_every: int | None = Field(None, ge=1)  # validation loss; None: at the end only
+    log_every: int = Field(1, ge=1)
+    gradient_checkpointing: bool = False
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+
+
+class EvalConfig(_Section):
+    metrics: list[str] = []
+    test: str | None = None
+    max_new_tokens: int = Field(32, ge=1)
+    batch_size: int = Field(8, ge=1)
+    shots: int = Field(0, ge=0)
+
+
+class RunConfig(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    model: ModelConfig
+    method: MethodConfig = MethodConfig()
+    trainable: TrainableConfig = TrainableConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RunConfig":
+        m, t = self.method, self.trainable
+        if m.kind == "freeze" and not any(self.trains_role(r) for r in ROLES):
+            raise ValueError("method.kind: freeze trains nothing: set at least one of "
+                             "trainable.vision/projector/language to true")
+        if m.uses_adapter:
+            both = [r for r in m.lora_on if getattr(t, r)]
+            if both:
+                raise ValueError(f"trainable.{both[0]}: cannot fully train a role that also "
+                                 f"carries LoRA adapters (method.lora_on)")
+        return self
+
+    def trains_role(self, role: str) -> bool:
+        """Whether the full weights of ``role`` train, with the method's default applied."""
+        value = getattr(self.trainable, role)
+        return (self.method.kind == "full") if value is None else value
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.train.out_dir) / self.name
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["method.r=16", "train.max_steps=null"]`` -> nested dict; values parse as YAML."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or any(not p for p in key.split(".")):
+            raise ConfigError(f"override {item!r}: expected key.sub=value")
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+        node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """Read a YAML mapping and the line of each dotted key (for error messages)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read config: {err.strerror}", file=path) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        line = getattr(getattr(err, "problem_mark", None), "line", None)
+        raise ConfigError(f"invalid YAML: {getattr(err, 'problem', err)}", file=path,
+                          line=None if line is None else line + 1) from None
+    if not isinstance(data, dict):
+        raise ConfigError("the config must be a YAML mapping (key: value)", file=path)
+    return data, yaml_line_index(text)
+
+
+def build_config(data: dict[str, Any], *, source: str | Path = "<config>",
+                 lines: dict[str, int] | None = None) -> RunConfig:
+    """Validate a plain dict into a RunConfig, raising one ConfigError for the first problem."""
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        field, message = explain_validation_error(err, RunConfig)
+        line = (lines or {}).get(field)
+        raise ConfigError(message, file=source, line=line, field=field) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    data, lines = read_yaml(path)
+    extra = parse_overrides(overrides or [])
+    for key in _dotted_keys(extra):  # an overridden field is no longer on its YAML line
+        lines.pop(key, None)
+    return build_config(_merge(data, extra), source=path, lines=lines)
+
+
+def _dotted_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in tree.items():
+        keys.append(prefix + key)
+        if isinstance(value, dict):
+            keys += _dotted_keys(value, prefix + key + ".")
+    return keys
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
