@@ -1,0 +1,10 @@
+"""Gemma 3 (multimodal): SigLIP ``vision_tower``, pooling ``multi_modal_projector``.
+The processor's ``token_type_ids`` mark image tokens, which attend bidirectionally; the
+model needs them when training, so the collator passes them through."""
+
+from vlmtune.families.base import Family
+
+GEMMA3 = Family("Gemma3", ("gemma3",), vision=("model.vision_tower",),
+                projector=("model.multi_modal_projector",),
+                language=("model.language_model", "lm_head"))
+FAMILIES = (GEMMA3,)

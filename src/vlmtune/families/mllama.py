@@ -1,0 +1,11 @@
+"""Mllama (Llama 3.2 Vision): tiled ``vision_model`` whose features enter the decoder
+through cross-attention layers; ``multi_modal_projector`` is one linear layer. The
+cross-attention layers have their own q/k/v/o projections, so the default LoRA targets
+reach them too."""
+
+from vlmtune.families.base import Family
+
+MLLAMA = Family("Mllama", ("mllama",), vision=("model.vision_model",),
+                projector=("model.multi_modal_projector",),
+                language=("model.language_model", "lm_head"))
+FAMILIES = (MLLAMA,)
