@@ -1,0 +1,244 @@
+"""LLaVA / ShareGPT / InternVL conversation records -> canonical samples.
+
+The three formats share one shape, so one reader serves them::
+
+    {"id": "1", "image": "a.jpg",            # or "images": [...]; InternVL: str or list
+     "system": "...",                         # optional
+     "conversations": [{"from": "human", "value": "<image>\\nWhat is this?"},
+                       {"from": "gpt", "value": "A cat."}]}
+
+``from``/``value`` may also be ``role``/``content`` (OpenAI-style ShareGPT), with roles
+human|user, gpt|assistant, system. InternVL's ``width``/``height`` are ignored; lines
+without an image are text-only samples.
+
+Image markers: every ``<image>`` becomes a ``{"type": "image"}`` item where it stands;
+the text before and after is kept, minus the one newline that joins it to the marker
+("<image>\\nWhat" -> image, "What"). The number of markers must equal the number of
+images. If there are no markers and exactly one image, the image goes before the first
+user turn's text, as LLaVA's own preprocessing does; with several images and no markers
+the placement is ambiguous and the record is refused.
+
+Example:
+    >>> split_markers("<image>\\nWhat is it?")
+    [{'type': 'image'}, {'type': 'text', 'text': 'What is it?'}]
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from vlmtune.errors import DataError
+
+MARKER = "<image>"
+USER, ASSISTANT, SYSTEM = ("human", "user"), ("gpt", "assistant", "model"), ("system",)
+
+
+def iter_records(path: Path) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line, object)`` from a JSON-lines file or a JSON array file.
+
+    For a JSON array the line is where the element starts, so errors point into the file.
+
+    Example:
+        >>> import tempfile; p = Path(tempfile.mkdtemp()) / "a.json"
+        >>> _ = p.write_text('[\\n {"a": 1},\\n {"a": 2}\\n]')
+        >>> list(iter_records(p))
+        [(2, {'a': 1}), (3, {'a': 2})]
+    """
+    with path.open(encoding="utf-8") as handle:
+        head = handle.read(4096).lstrip("\ufeff \t\r\n")
+    if head.startswith("["):
+        yield from _iter_array(path)
+        return
+    with path.open(encoding="utf-8-sig") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                yield line_no, json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"invalid JSON: {err.msg} (column {err.colno})",
+                                file=path, line=line_no) from None
+
+
+def _iter_array(path: Path) -> Iterator[tuple[int, Any]]:
+    text = path.read_text(encoding="utf-8-sig")
+    decoder, pos, line = json.JSONDecoder(), text.index("[") + 1, 1 + text.count("\n", 0, text.index("["))
+    ws = re.compile(r"[ \t\r\n]*")
+
+    def skip(i: int) -> int:
+        nonlocal line
+        end = ws.match(text, i).end()
+        line += text.count("\n", i, end)
+        return end
+
+    def fail(msg: str, at: int) -> DataError:
+        return DataError(f"invalid JSON: {msg}", file=path, line=line + text.count("\n", pos, at))
+
+    pos = skip(pos)
+    if text.startswith("]", pos):
+        return
+    while True:
+        try:
+            obj, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as err:
+            raise fail(err.msg, err.pos) from None
+        yield line, obj
+        line += text.count("\n", pos, end)
+        pos = skip(end)
+        if text.startswith("]", pos):
+            return
+        if not text.startswith(",", pos):
+            raise fail("expected ',' or ']' between array elements", pos)
+        pos = skip(pos + 1)
+
+
+def split_markers(text: str) -> list[dict[str, str]]:
+    """Text with ``<image>`` markers -> content items, markers in place."""
+    pieces = text.split(MARKER)
+    items: list[dict[str, str]] = []
+    for i, piece in enumerate(pieces):
+        if i > 0:
+            items.append({"type": "image"})
+            piece = piece[1:] if piece.startswith("\n") else piece
+        if i < len(pieces) - 1 and piece.endswith("\n"):
+            piece = piece[:-1]
+        if piece.strip():
+            items.append({"type": "text", "text": piece})
+    return items
+
+
+def _content(value: Any, field: str, err) -> list[dict[str, str]]:
+    """A turn's value: a string with markers, or a list of canonical content items."""
+    if isinstance(value, str):
+        return split_markers(value)
+    if not isinstance(value, list):
+        raise err(field, "must be a string or a list of {type: text|image} items")
+    items = []
+    for j, item in enumerate(value):
+        kind = item.get("type") if isinstance(item, dict) else None
+        if kind == "image":
+            items.append({"type": "image"})
+        elif kind == "text" and isinstance(item.get("text"), str):
+            items.extend(split_markers(item["text"]))
+        else:
+            raise err(f"{field}[{j}]", 'expected {"type": "text", "text": ...} or {"type": "image"}')
+    return items
+
+
+def _role(turn: dict, field: str, err) -> str:
+    raw = turn.get("from", turn.get("role"))
+    name = str(raw).lower()
+    for role, names in (("user", USER), ("assistant", ASSISTANT), ("system", SYSTEM)):
+        if name in names:
+            return role
+    raise err(f"{field}.from", f"unknown speaker {raw!r}; expected human|user, gpt|assistant or system")
+
+
+def to_messages(turns: Any, n_images: int, err, *, field: str = "conversations",
+                system: str | None = None, prepend_all: bool = False) -> list[dict]:
+    """Turns ``[{from, value}]`` -> canonical messages with image placeholders.
+
+    ``err(field, message)`` builds the located DataError. ``prepend_all`` lets
+    marker-less turns take all images up front (HF datasets); otherwise only one.
+    """
+    if not isinstance(turns, list) or not turns:
+        raise err(field, "missing or empty: expected a list of {from, value} turns")
+    messages = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
+    for i, turn in enumerate(turns):
+        where = f"{field}[{i}]"
+        if not isinstance(turn, dict):
+            raise err(where, "each turn must be an object with 'from' and 'value'")
+        role = _role(turn, where, err)
+        key = "value" if "value" in turn else "content"
+        content = _content(turn.get(key), f"{where}.{key}", err)
+        if role != "user" and any(c["type"] == "image" for c in content):
+            raise err(f"{where}.{key}", f"{MARKER} is only allowed in user turns")
+        messages.append({"role": role, "content": content})
+    _place_images(messages, n_images, field, err, prepend_all)
+    _check_turns(messages, field, err)
+    return messages
+
+
+def _place_images(messages: list[dict], n_images: int, field: str, err, prepend_all: bool) -> None:
+    markers = sum(c["type"] == "image" for m in messages for c in m["content"])
+    if markers == 0 and (n_images == 1 or (prepend_all and n_images > 1)):
+        first_user = next((m for m in messages if m["role"] == "user"), None)
+        if first_user is not None:
+            first_user["content"][:0] = [{"type": "image"}] * n_images
+            return
+    if markers != n_images:
+        raise err(field, f"{markers} {MARKER} marker(s) but {n_images} image(s)"
+                  + ("; with several images, mark each one's place" if markers == 0 else ""))
+
+
+def _check_turns(messages: list[dict], field: str, err) -> None:
+    roles = [m["role"] for m in messages if m["role"] != "system"]
+    if not roles or roles[0] != "user":
+        raise err(field, "the first turn (after system) must be from the user")
+    if roles[-1] != "assistant":
+        raise err(field, "the last turn must be from the assistant (it is the answer)")
+    for i, message in enumerate(messages):
+        if message["role"] == "assistant" and not any(c.get("text", "").strip() for c in message["content"]):
+            raise err(field, f"assistant turn {i} is empty")
+        if not message["content"]:
+            raise err(field, f"turn {i} ({message['role']}) is empty")
+
+
+def _images_of(obj: dict, err) -> tuple[list[Any], str]:
+    """The record's image references and the field they came from."""
+    if "video" in obj or "videos" in obj:
+        raise err("video", "video samples are not supported")
+    if obj.get("image") is not None and obj.get("images") is not None:
+        raise err("image", "give either 'image' or 'images', not both")
+    for key in ("image", "images"):
+        value = obj.get(key)
+        if value is None:
+            continue
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, list):
+            raise err(key, "must be a path or a list of paths")
+        return value, key
+    return [], "images"
+
+
+def chat_sample(obj: Any, *, file: Path, line: int, staging, task: str | None = None,
+                fmt: str = "llava") -> dict:
+    """One LLaVA/ShareGPT/InternVL record -> one canonical sample (images placed via staging).
+
+    Example:
+        >>> import tempfile
+        >>> from vlmtune.data.convert_output import Staging
+        >>> root = Path(tempfile.mkdtemp()); _ = (root / "a.jpg").write_bytes(b"")
+        >>> turns = [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "A cat."}]
+        >>> with Staging(root / "out.jsonl", image_root=root) as st:
+        ...     s = chat_sample({"image": "a.jpg", "conversations": turns},
+        ...                     file=root / "src.json", line=1, staging=st)
+        >>> s["images"], s["messages"][0]["content"][0], s["answers"]
+        (['a.jpg'], {'type': 'image'}, ['A cat.'])
+    """
+    def err(field: str, message: str) -> DataError:
+        return DataError(f"{message} (read as {fmt})", file=file, line=line, field=field)
+
+    if not isinstance(obj, dict):
+        raise err("sample", "each record must be a JSON object")
+    refs, key = _images_of(obj, err)
+    turns_key = "conversations" if "conversations" in obj or "messages" not in obj else "messages"
+    system = obj.get("system")
+    if system is not None and not isinstance(system, str):
+        raise err("system", "must be a string")
+    messages = to_messages(obj.get(turns_key), len(refs), err, field=turns_key, system=system)
+    images = [staging.image_path(ref, file=file, line=line,
+                                 field=key if len(refs) == 1 and key == "image" else f"{key}[{i}]")
+              for i, ref in enumerate(refs)]
+    sid = obj.get("id")
+    sample = {"id": str(sid) if sid is not None else f"{file.stem}-{line}", "images": images,
+              "messages": messages}
+    if task:
+        sample["task"] = task
+    last = next(m for m in reversed(messages) if m["role"] == "assistant")
+    sample["answers"] = ["".join(c.get("text", "") for c in last["content"])]
+    return sample
