@@ -1,0 +1,139 @@
+"""Checkpoints that survive a crash: trainable weights, optimizer, scheduler, RNG, step.
+
+Each checkpoint is a directory ``checkpoints/step-000050`` staged under a temporary name
+and renamed into place; its ``manifest.json`` (written last) lists every file with size
+and SHA-256. A checkpoint whose manifest is missing or does not match is torn: it is
+skipped and the previous one used. Only parameters that train are saved (an adapter run
+checkpoints megabytes, not the base). No pickle: tensors are safetensors, the optimizer
+state loads with ``torch.load(weights_only=True)``.
+
+Example:
+    >>> save_checkpoint(run / "checkpoints", 50, model, optimizer, scheduler, {"epoch": 0})  # doctest: +SKIP
+    >>> latest_checkpoint(run / "checkpoints").name
+    'step-000050'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from vlmtune.atomic import staged_dir
+
+MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _save_rng(folder: Path) -> None:
+    state = rng_state()
+    tensors = {"torch": state["torch"]}
+    for i, t in enumerate(state.get("cuda", [])):
+        tensors[f"cuda{i}"] = t
+    save_file(tensors, str(folder / "rng.safetensors"))
+    py = state["python"]
+    np_state = state["numpy"]
+    meta = {"python": [py[0], list(py[1]), py[2]],
+            "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]}
+    (folder / "rng.json").write_text(json.dumps(meta))
+
+
+def _load_rng(folder: Path) -> None:
+    tensors = load_file(str(folder / "rng.safetensors"))
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("cuda")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    meta = json.loads((folder / "rng.json").read_text())
+    version, internal, gauss = meta["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = meta["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer: Any, scheduler: Any,
+                    state: dict[str, Any], keep: int) -> Path:
+    """Write ``folder/step-NNNNNN`` atomically, then prune to the newest ``keep``."""
+    target = Path(folder) / f"step-{step:06d}"
+    with staged_dir(target) as tmp:
+        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        _save_rng(tmp)
+        (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2))
+        files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir())}
+        (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": files}, indent=2))
+    for old in list_checkpoints(folder)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("step-"))
+
+
+def is_complete(checkpoint: Path) -> bool:
+    """True if the manifest exists and every file matches its size and hash."""
+    try:
+        manifest = json.loads((checkpoint / MANIFEST).read_text())
+        for name, info in manifest["files"].items():
+            path = checkpoint / name
+            if path.stat().st_size != info["bytes"] or _sha256(path) != info["sha256"]:
+                return False
+    except (OSError, ValueError, KeyError):
+        return False
+    return True
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint (torn ones are reported and skipped)."""
+    for checkpoint in reversed(list_checkpoints(folder)):
+        if is_complete(checkpoint):
+            return checkpoint
+        print(f"warning: {checkpoint} is incomplete or corrupt; using an earlier checkpoint")
+    return None
+
+
+def load_checkpoint(checkpoint: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any) -> dict:
+    """Restore weights, optimizer, scheduler and RNG; return the saved loop state."""
+    weights = load_file(str(checkpoint / "trainable.safetensors"))
+    params = dict(model.named_parameters())
+    missing = [n for n in weights if n not in params]
+    if missing:
+        raise RuntimeError(f"{checkpoint}: checkpoint has parameters the model lacks: {missing[:3]}")
+    with torch.no_grad():
+        for name, tensor in weights.items():
+            params[name].copy_(tensor.to(params[name].device, params[name].dtype))
+    optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=True))
+    _load_rng(checkpoint)
+    return json.loads((checkpoint / "state.json").read_text())

@@ -1,0 +1,117 @@
+"""The ``vlmtune`` command line: each subcommand is a thin function over the library.
+
+Errors a user can fix print one line (file, line, field, what is wrong) and exit 2,
+without a traceback; set ``VLMTUNE_DEBUG=1`` to see the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from vlmtune.errors import VlmtuneError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Adapt vision-language models to your task: LoRA, QLoRA and full fine-tunes, measured.")
+data_app = typer.Typer(no_args_is_help=True, help="Dataset tools: convert formats to canonical JSONL, synthesize.")
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+
+
+def _config(path: Path, overrides: list[str], trust_remote_code: bool):
+    from vlmtune.config import load_config
+
+    if trust_remote_code:
+        overrides = [*overrides, "model.trust_remote_code=true"]
+    return load_config(path, overrides)
+
+
+@app.command()
+def train(config: Path = typer.Argument(..., help="run config YAML"),
+          overrides: Optional[list[str]] = typer.Argument(None, help="key.sub=value overrides"),
+          resume: bool = typer.Option(False, "--resume", help="continue from the run's last complete checkpoint"),
+          overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing run directory"),
+          trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
+                                                 help="allow the model's own Python code to run")) -> None:
+    """Train one run: writes runs/<name>/ (adapter/ or model/, metrics, resources)."""
+    from vlmtune.train import train as run_training
+
+    cfg = _config(config, overrides or [], trust_remote_code)
+    run = run_training(cfg, overwrite=overwrite, resume=resume)
+    resources = json.loads((run / "resources.json").read_text())
+    console.print(f"[green]done[/green] {run}  loss {resources['final_train_loss']:.4f}  "
+                  f"{resources['samples_per_s']:.1f} samples/s  "
+                  f"peak {resources['peak_memory']['bytes'] / 2**30:.2f} GiB ({resources['peak_memory']['kind']})")
+
+
+@app.command()
+def merge(run: Path = typer.Option(..., "--run", help="run directory with adapter/"),
+          out: Path = typer.Option(..., "--out", help="where to write the merged HF model"),
+          dequantize: bool = typer.Option(False, "--dequantize",
+                                          help="QLoRA: merge into a full-precision copy of the base"),
+          overwrite: bool = typer.Option(False, "--overwrite")) -> None:
+    """Merge a run's adapter into its base; checks merged vs unmerged logits."""
+    from vlmtune.merge import merge_run
+
+    report = merge_run(run, out, dequantize=dequantize, overwrite=overwrite)
+    console.print(f"merged -> {out}: max |logit diff| merged vs unmerged = {report['max_abs_diff']:.3g} "
+                  f"(logits up to {report['logit_scale']:.3g}, {report['samples']} samples)")
+    if "quantized_merge_max_abs_diff" in report:
+        console.print(f"QLoRA: merging into the 4-bit base changes logits by up to "
+                      f"{report['quantized_merge_max_abs_diff']:.3g}"
+                      + ("" if dequantize else "; use --dequantize to merge into a full-precision base"))
+
+
+@data_app.command("convert")
+def data_convert(src: Path = typer.Argument(..., help="input file (LLaVA/ShareGPT json/jsonl, InternVL jsonl, "
+                                                      "parquet/json for HF datasets)"),
+                 out: Path = typer.Argument(..., help="output canonical JSONL"),
+                 fmt: str = typer.Option("auto", "--format", help="auto|llava|sharegpt|internvl|hf"),
+                 image_root: Optional[Path] = typer.Option(None, "--image-root",
+                                                           help="where the source's image paths resolve")) -> None:
+    """Convert a dataset to vlmtune's canonical JSONL."""
+    from vlmtune.data.convert import convert
+
+    n = convert(src, out, fmt=fmt, image_root=image_root)
+    console.print(f"wrote {n} samples to {out}")
+
+
+def _quiet_libraries() -> None:
+    """Our progress bars and messages replace the libraries' own on the command line."""
+    import logging
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)  # optional hub kernel
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
+def main() -> None:
+    _quiet_libraries()
+    try:
+        app(standalone_mode=True)
+    except VlmtuneError as err:
+        if os.environ.get("VLMTUNE_DEBUG"):
+            raise
+        console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

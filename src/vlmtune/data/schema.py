@@ -1,0 +1,190 @@
+"""The canonical sample (DESIGN.md) and its loader, which refuses bad lines clearly.
+
+One JSON object per line::
+
+    {"id": "s1", "images": ["img/0001.png"],
+     "messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Where?"}]},
+                  {"role": "assistant", "content": [{"type": "text", "text": "[12, 40, 56, 84]"}]}],
+     "task": "grounding", "answers": ["[12, 40, 56, 84]"]}
+
+``content`` may also be a plain string (text only). Image paths resolve inside the dataset
+root (by default the JSONL file's directory) and may not escape it unless
+``allow_outside_root``. ``answers`` defaults to the last assistant turn's text.
+Every problem raises :class:`DataError` with ``file:line: field: message``.
+
+Example:
+    >>> samples = load_samples("data/train.jsonl")  # doctest: +SKIP
+    >>> samples[0].prompt_messages[-1]["role"]
+    'user'
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlmtune.errors import DataError
+
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass
+class Sample:
+    id: str
+    images: list[Path]
+    messages: list[dict[str, Any]]
+    task: str | None = None
+    answers: list[str] = field(default_factory=list)
+    options: list[str] | None = None
+    file: str = "<memory>"
+    line: int = 0
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+    @property
+    def prompt_messages(self) -> list[dict[str, Any]]:
+        """The conversation up to (not including) the final assistant turn."""
+        last = len(self.messages)
+        while last and self.messages[last - 1]["role"] == "assistant":
+            last -= 1
+        return self.messages[:last]
+
+    def error(self, field_name: str, message: str) -> DataError:
+        return DataError(message, file=self.file, line=self.line, field=field_name)
+
+    def load_images(self) -> list[Any]:
+        """Open every image as RGB PIL; a corrupt or unreadable file names its field."""
+        from PIL import Image, UnidentifiedImageError
+
+        out = []
+        for i, path in enumerate(self.images):
+            try:
+                with Image.open(path) as img:
+                    out.append(img.convert("RGB"))
+            except (OSError, UnidentifiedImageError, ValueError) as err:
+                raise self.error(f"images[{i}]", f"cannot read image {path}: {err}") from None
+        return out
+
+
+def text_of(message: dict[str, Any]) -> str:
+    return "".join(c["text"] for c in message["content"] if c["type"] == "text")
+
+
+def _normalise_content(content: Any, where: str, err) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if not isinstance(content, list):
+        raise err(where, "must be a string or a list of {type: text|image} items")
+    out = []
+    for j, item in enumerate(content):
+        kind = item.get("type") if isinstance(item, dict) else None
+        if kind == "text" and isinstance(item.get("text"), str):
+            out.append({"type": "text", "text": item["text"]})
+        elif kind == "image":
+            out.append({"type": "image"})
+        else:
+            raise err(f"{where}[{j}]", 'expected {"type": "text", "text": ...} or {"type": "image"}')
+    return out
+
+
+def _check_messages(raw: Any, err) -> list[dict[str, Any]]:
+    if not isinstance(raw, list) or not raw:
+        raise err("messages", "must be a non-empty list of {role, content}")
+    messages = []
+    for i, msg in enumerate(raw):
+        if not isinstance(msg, dict) or msg.get("role") not in ROLES:
+            raise err(f"messages[{i}].role", f"must be one of {', '.join(ROLES)}")
+        if "content" not in msg:
+            raise err(f"messages[{i}].content", "is required")
+        content = _normalise_content(msg["content"], f"messages[{i}].content", err)
+        messages.append({"role": msg["role"], "content": content})
+    return messages
+
+
+def _resolve_images(raw: Any, root: Path, allow_outside: bool, err) -> list[Path]:
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not all(isinstance(p, str) and p for p in raw):
+        raise err("images", "must be a list of image paths")
+    paths = []
+    for i, rel in enumerate(raw):
+        path = (root / rel).resolve()
+        if not allow_outside and not path.is_relative_to(root):
+            raise err(f"images[{i}]", f"path {rel!r} escapes the dataset root {root} "
+                                      "(set data.allow_outside_root: true to allow)")
+        if not path.is_file():
+            raise err(f"images[{i}]", f"image not found: {path}")
+        paths.append(path)
+    return paths
+
+
+def parse_sample(obj: Any, *, root: Path, file: str, line: int, allow_outside_root: bool = False,
+                 require_answer: bool = True) -> Sample:
+    """Validate one decoded JSON object into a Sample."""
+    def err(field_name: str, message: str) -> DataError:
+        return DataError(message, file=file, line=line, field=field_name)
+
+    if not isinstance(obj, dict):
+        raise err("sample", "each line must be a JSON object")
+    messages = _check_messages(obj.get("messages"), err)
+    images = _resolve_images(obj.get("images", obj.get("image")), root, allow_outside_root, err)
+    n_markers = sum(c["type"] == "image" for m in messages for c in m["content"])
+    if n_markers != len(images):
+        raise err("messages", f"{n_markers} image placeholder(s) but {len(images)} image(s) in 'images'")
+    assistant = [m for m in messages if m["role"] == "assistant"]
+    if require_answer and not assistant:
+        raise err("messages", "no assistant turn: nothing to learn from this sample")
+    if require_answer and any(not text_of(m).strip() for m in assistant):
+        raise err("messages", "an assistant turn has an empty answer")
+    answers = obj.get("answers")
+    if answers is None:
+        answers = [text_of(assistant[-1])] if assistant else []
+    if isinstance(answers, str):
+        answers = [answers]
+    if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+        raise err("answers", "must be a list of strings")
+    options = obj.get("options")
+    if options is not None and (not isinstance(options, list) or not all(isinstance(o, str) for o in options)):
+        raise err("options", "must be a list of strings")
+    task = obj.get("task")
+    if task is not None and not isinstance(task, str):
+        raise err("task", "must be a string")
+    sid = obj.get("id", f"{Path(file).stem}-{line}")
+    return Sample(str(sid), images, messages, task, answers, options, file, line)
+
+
+def load_samples(path: str | Path, *, root: str | Path | None = None, allow_outside_root: bool = False,
+                 require_answer: bool = True, limit: int | None = None) -> list[Sample]:
+    """Load and validate a canonical JSONL file; raise on the first bad line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("dataset file not found", file=path)
+    root_dir = Path(root).resolve() if root else path.resolve().parent
+    samples: list[Sample] = []
+    seen: dict[str, int] = {}
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"invalid JSON: {err.msg} (column {err.colno})", file=path, line=line_no) from None
+            sample = parse_sample(obj, root=root_dir, file=str(path), line=line_no,
+                                  allow_outside_root=allow_outside_root, require_answer=require_answer)
+            if sample.id in seen:
+                raise DataError(f"duplicate id {sample.id!r} (first on line {seen[sample.id]})",
+                                file=path, line=line_no, field="id")
+            seen[sample.id] = line_no
+            samples.append(sample)
+            if limit and len(samples) >= limit:
+                break
+    if not samples:
+        raise DataError("dataset has no samples", file=path)
+    return samples

@@ -1,0 +1,82 @@
+"""Where training numbers go: ``metrics.jsonl`` (one line per logged step), TensorBoard
+events in the run directory, and a rich progress bar with loss and samples/s.
+
+On resume, lines past the checkpoint's step are dropped, so the file reads as one run.
+
+Example:
+    >>> with RunLog(run, total_steps=100, start_step=0) as log:  # doctest: +SKIP
+    ...     log.record(1, {"loss": 2.3, "lr": 1e-4})
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from vlmtune.atomic import write_jsonl
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not Path(path).is_file():
+        return []
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+class RunLog:
+    def __init__(self, run: Path, total_steps: int, start_step: int, *, enabled: bool = True,
+                 console: Console | None = None):
+        self.path = Path(run) / "metrics.jsonl"
+        self.enabled = enabled
+        if enabled:
+            kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= start_step]
+            write_jsonl(self.path, kept)
+        self.run = Path(run)
+        self.total, self.start = total_steps, start_step
+        self.console = console or Console(stderr=True)
+        self._tb = None
+        self._progress = None
+        self._task = None
+
+    def __enter__(self) -> "RunLog":
+        if self.enabled:
+            self._handle = open(self.path, "a", encoding="utf-8")
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self._tb = SummaryWriter(log_dir=str(self.run), purge_step=self.start + 1)
+            except ImportError:
+                self.console.print("note: tensorboard not installed; no events file written")
+            self._progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                                      TextColumn("{task.fields[stats]}"), TimeElapsedColumn(),
+                                      TimeRemainingColumn(), console=self.console, transient=False)
+            self._progress.start()
+            self._task = self._progress.add_task("train", total=self.total, completed=self.start, stats="")
+        return self
+
+    def record(self, step: int, values: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        row = {"step": step, **values}
+        self._handle.write(json.dumps(row) + "\n")
+        self._handle.flush()
+        if self._tb is not None:
+            for key, value in values.items():
+                if isinstance(value, (int, float)):
+                    self._tb.add_scalar(key, value, step)
+
+    def advance(self, step: int, loss: float, samples_per_s: float) -> None:
+        if self._progress is not None:
+            stats = f"loss {loss:.4f} · {samples_per_s:.1f} samples/s"
+            self._progress.update(self._task, completed=step, stats=stats)
+
+    def __exit__(self, *exc: Any) -> None:
+        if not self.enabled:
+            return
+        if self._progress is not None:
+            self._progress.stop()
+        if self._tb is not None:
+            self._tb.close()
+        self._handle.close()

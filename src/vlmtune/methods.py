@@ -1,0 +1,153 @@
+"""full | freeze | lora | dora | qlora: how the base loads and what trains.
+
+One function, :func:`prepare`, decides both, so the training loop is the same for every
+method: it trains whatever has ``requires_grad`` and saves adapters or full weights.
+
+- ``full``: every role trains unless ``trainable.<role>: false`` (freeze the vision tower).
+- ``freeze``: only the roles set true in ``trainable`` train.
+- ``lora`` / ``dora`` (``method.rslora`` for rank-stabilised scaling): PEFT adapters on the
+  linear layers named by ``method.targets`` inside the roles of ``method.lora_on``;
+  ``trainable`` roles train fully beside them (PEFT ``modules_to_save``).
+- ``qlora``: the language model loads 4-bit (NF4/FP4, optional double quantisation) or
+  8-bit through bitsandbytes, vision tower, projector and LM head stay unquantised, then LoRA.
+
+Example:
+    >>> model, processor, family = prepare(cfg)  # doctest: +SKIP
+    >>> count_parameters(model)["trainable"] < count_parameters(model)["total"]
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from vlmtune.config import ROLES, RunConfig
+from vlmtune.families.base import Family
+from vlmtune.loading import load_base
+
+
+def prepare(cfg: RunConfig, *, device: torch.device | None = None) -> tuple[nn.Module, Any, Family]:
+    """Load the base as ``cfg.method`` requires and mark what trains."""
+    model, processor, family = load_base(cfg.model, quantization=quantization_of(cfg),
+                                         device=device)
+    model.config.use_cache = False
+    if cfg.method.kind == "qlora":
+        from peft import prepare_model_for_kbit_training
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    if cfg.method.uses_adapter:
+        model = _add_adapters(model, cfg, family)
+    else:
+        for name, param in model.named_parameters():
+            param.requires_grad_(cfg.trains_role(family.role_of(name) or "language"))
+    if cfg.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model, processor, family
+
+
+def quantization_of(cfg: RunConfig) -> dict | None:
+    """bitsandbytes settings for QLoRA (built into a BitsAndBytesConfig by load_base)."""
+    if cfg.method.kind != "qlora":
+        return None
+    return {"bits": cfg.method.bits, "quant_type": cfg.method.quant_type,
+            "double_quant": cfg.method.double_quant}
+
+
+def lora_target_names(model: nn.Module, family: Family, roles: list[str],
+                      targets: list[str] | str | None) -> list[str]:
+    """Full names of the linear modules that get adapters.
+
+    ``targets``: leaf names (``q_proj``), ``"all-linear"``, or None for the family default.
+    The LM head never gets an adapter (PEFT's ``all-linear`` makes the same exception).
+    """
+    leaves = family.lora_targets if targets is None else targets
+    names = []
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear) or name.split(".")[-1] == "lm_head":
+            continue
+        if family.role_of(name) not in roles:
+            continue
+        if leaves == "all-linear" or name.split(".")[-1] in leaves:
+            names.append(name)
+    return names
+
+
+def role_modules(model: nn.Module, family: Family, role: str) -> tuple[list[str], list[str]]:
+    """Smallest set of module names whose parameters are exactly ``role``'s.
+
+    Returns ``(modules, loose_params)``: loose parameters sit directly on a module shared
+    with other roles (LLaVA-NeXT's ``image_newline``) and cannot be wrapped by PEFT.
+    """
+    modules: list[str] = []
+    loose: list[str] = []
+
+    def visit(prefix: str, module: nn.Module) -> None:
+        owners = {family.role_of(f"{prefix}{n}") for n, _ in module.named_parameters()}
+        if owners == {role} and not isinstance(module, (nn.ModuleList, nn.ModuleDict)) and prefix:
+            modules.append(prefix.rstrip("."))
+            return
+        if role not in owners:
+            return
+        for name, param in module.named_parameters(recurse=False):
+            if family.role_of(prefix + name) == role:
+                loose.append(prefix + name)
+        for name, child in module.named_children():
+            visit(f"{prefix}{name}.", child)
+
+    visit("", model)
+    return modules, loose
+
+
+def _add_adapters(model: nn.Module, cfg: RunConfig, family: Family) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    m = cfg.method
+    targets = lora_target_names(model, family, list(m.lora_on), m.targets)
+    if not targets:
+        raise ValueError(f"method.targets: no linear layer named {m.targets or family.lora_targets} "
+                         f"in roles {m.lora_on}")
+    to_save: list[str] = []
+    for role in ROLES:
+        if cfg.trains_role(role):
+            modules, loose = role_modules(model, family, role)
+            to_save += modules
+            if loose:
+                print(f"note: {', '.join(loose)} cannot train beside adapters (not in a module of its own)")
+    lora = LoraConfig(r=m.r, lora_alpha=m.alpha, lora_dropout=m.dropout, target_modules=targets,
+                      use_dora=m.kind == "dora", use_rslora=m.rslora,
+                      modules_to_save=to_save or None, bias="none")
+    return get_peft_model(model, lora)
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Trainable and total parameter counts of the model as deployed (base + adapters);
+    a 4-bit weight counts as its logical size."""
+    trainable = total = 0
+    for name, param in model.named_parameters():
+        if ".original_module." in name:  # PEFT keeps the frozen original beside a trained copy
+            continue
+        n = param.numel()
+        if hasattr(param, "quant_state") or param.__class__.__name__ == "Params4bit":
+            n *= 2  # two 4-bit values per stored byte
+        total += n
+        if param.requires_grad:
+            trainable += n
+    return {"trainable": trainable, "total": total}
+
+
+def trainable_by_role(model: nn.Module, family: Family) -> dict[str, int]:
+    """Trainable parameters per role ('adapter' for LoRA weights), for reports and tests."""
+    out = {role: 0 for role in (*ROLES, "adapter")}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if "lora_" in name:
+            out["adapter"] += param.numel()
+            continue
+        clean = name.replace("base_model.model.", "", 1).replace(".modules_to_save.default", "")
+        out[family.role_of(clean) or "language"] += param.numel()
+    return out

@@ -1,0 +1,43 @@
+"""The run directory: created once, never overwritten without ``--overwrite``.
+
+Layout (DESIGN.md): ``config.yaml`` (resolved), ``metrics.jsonl``, ``resources.json``,
+``data.json`` (what was skipped), ``adapter/`` or ``model/``, ``checkpoints/``,
+``events.*`` (TensorBoard), and after eval ``predictions.jsonl`` and ``metrics.json``.
+
+Example:
+    >>> run = open_run_dir(Path("runs/demo"), overwrite=False, resume=False)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from vlmtune.errors import RunDirError
+
+MARKER = "config.yaml"
+
+
+def open_run_dir(path: Path, *, overwrite: bool, resume: bool) -> Path:
+    """Create (or reuse, when resuming) a run directory; refuse to clobber one."""
+    path = Path(path)
+    if path.exists() and any(path.iterdir()):
+        if resume:
+            if not (path / MARKER).is_file():
+                raise RunDirError(f"{path}: cannot resume: not a vlmtune run directory (no {MARKER})")
+            return path
+        if not overwrite:
+            raise RunDirError(f"{path}: run directory exists; pass --overwrite to replace it, "
+                              "--resume to continue it, or choose another name")
+        if not (path / MARKER).is_file():
+            raise RunDirError(f"{path}: refusing to overwrite a directory that is not a vlmtune run "
+                              f"(no {MARKER})")
+        shutil.rmtree(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunDirError(f"{path}: cannot create run directory: {err.strerror}") from None
+    if not os.access(path, os.W_OK):
+        raise RunDirError(f"{path}: run directory is not writable")
+    return path

@@ -1,0 +1,51 @@
+"""Reading a finished run back: its resolved config and its trained model.
+
+A run holds either ``adapter/`` (PEFT format, loaded on top of the base named in
+``config.yaml``) or ``model/`` (a full HF checkpoint). Both load with plain
+transformers/peft; this module only knows which one to use.
+
+Example:
+    >>> model, processor, family, cfg = load_trained(Path("runs/shapes-lora"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vlmtune.config import RunConfig, build_config
+from vlmtune.errors import RunDirError
+from vlmtune.loading import load_base, load_processor
+from vlmtune.methods import quantization_of
+
+
+def load_run_config(run: Path) -> RunConfig:
+    path = Path(run) / "config.yaml"
+    if not path.is_file():
+        raise RunDirError(f"{run}: not a vlmtune run directory (no config.yaml)")
+    return build_config(yaml.safe_load(path.read_text()), source=path)
+
+
+def load_trained(run: Path, *, quantized: bool = True, device: Any = None) -> tuple[Any, Any, Any, RunConfig]:
+    """The run's model as trained: base + adapter (unmerged) or the saved full model.
+
+    ``quantized=False`` loads a QLoRA run's base in full precision (for a lossless merge).
+    """
+    run = Path(run)
+    cfg = load_run_config(run)
+    if (run / "adapter").is_dir():
+        from peft import PeftModel
+
+        base, _, family = load_base(cfg.model, quantization=quantization_of(cfg) if quantized else None,
+                                    device=device)
+        model = PeftModel.from_pretrained(base, run / "adapter")
+        processor = load_processor(str(run / "adapter"), cfg.model)
+    elif (run / "model").is_dir():
+        full = cfg.model.model_copy(update={"path": str(run / "model")})
+        model, processor, family = load_base(full, device=device)
+    else:
+        raise RunDirError(f"{run}: run has neither adapter/ nor model/ (did training finish?)")
+    model.eval()
+    return model, processor, family, cfg

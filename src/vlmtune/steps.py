@@ -1,0 +1,69 @@
+"""Which samples each optimizer step sees: a pure function of (seed, epoch, step).
+
+Because the order is recomputed rather than iterated, resuming at step ``k`` sees exactly
+the batches an uninterrupted run would have seen, and several processes each take their
+slice of the same global batch.
+
+Example:
+    >>> plan = StepPlan(n=10, batch_size=2, grad_accum=2, epochs=1.0, max_steps=None, seed=0)
+    >>> plan.total_steps, len(plan.micro_batches(0))
+    (3, 2)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    n: int
+    batch_size: int  # per process
+    grad_accum: int
+    epochs: float
+    max_steps: int | None
+    seed: int
+    world: int = 1
+    rank: int = 0
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.world
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return math.ceil(self.n / self.global_batch)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.batches_per_epoch / self.grad_accum)
+
+    @property
+    def total_steps(self) -> int:
+        if self.max_steps is not None:
+            return self.max_steps
+        return max(1, math.ceil(self.epochs * self.steps_per_epoch))
+
+    def epoch_of(self, step: int) -> float:
+        return step / self.steps_per_epoch
+
+    @lru_cache(maxsize=4)
+    def _order(self, epoch: int) -> list[int]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.n, generator=gen).tolist()
+
+    def micro_batches(self, step: int) -> list[list[int]]:
+        """This process's sample indices for each micro-batch of optimizer step ``step``."""
+        epoch, k = divmod(step, self.steps_per_epoch)
+        order = self._order(epoch)
+        out = []
+        for b in range(k * self.grad_accum, min((k + 1) * self.grad_accum, self.batches_per_epoch)):
+            global_idx = order[b * self.global_batch:(b + 1) * self.global_batch]
+            mine = global_idx[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+            if mine:
+                out.append(mine)
+        return out

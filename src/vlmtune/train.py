@@ -1,0 +1,221 @@
+"""``vlmtune train``: the one training loop, the same for full, freeze, LoRA, DoRA, QLoRA.
+
+Read top to bottom: open the run directory, load model and data, build optimizer and
+schedule, (resume), loop over optimizer steps, save what deploys and what it cost.
+
+The loss is the token-level cross-entropy summed over an optimizer step's micro-batches
+and divided by the step's number of answer tokens, so gradient accumulation gives the same
+update as one large batch, whatever the padding.
+
+Example:
+    >>> run = train(load_config("cfg.yaml", ["train.max_steps=20"]))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from vlmtune import checkpoint as ckpt
+from vlmtune.atomic import dir_bytes, staged_dir, write_json, write_text
+from vlmtune.config import RunConfig, dump_config
+from vlmtune.data.collate import Collator
+from vlmtune.data.dataset import EncodedDataset
+from vlmtune.data.encode import IGNORE, image_token_ids
+from vlmtune.data.schema import load_samples
+from vlmtune.errors import DataError, VlmtuneError
+from vlmtune.logs import RunLog
+from vlmtune.measure import Throughput, machine_info, peak_memory, reset_peak
+from vlmtune.methods import count_parameters, prepare, trainable_by_role
+from vlmtune.rundir import open_run_dir
+from vlmtune.steps import StepPlan
+
+
+def make_accelerator(cfg: RunConfig) -> Any:
+    from accelerate import Accelerator
+
+    precision = cfg.train.precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    return Accelerator(mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision])
+
+
+def load_split(cfg: RunConfig, path: str, processor: Any, family: Any, model_config: Any) -> EncodedDataset:
+    samples = load_samples(path, root=cfg.data.root, allow_outside_root=cfg.data.allow_outside_root,
+                           limit=cfg.data.max_samples)
+    data = EncodedDataset(samples, processor, family, image_token_ids(processor, model_config),
+                          cfg.data.max_length)
+    if not len(data):
+        raise DataError(f"no sample fits data.max_length={cfg.data.max_length} "
+                        f"(skipped: {dict(data.skipped)})", file=path)
+    return data
+
+
+def token_loss_sum(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Summed next-token cross-entropy over labelled positions."""
+    labels = batch.pop("labels")
+    logits = model(**batch).logits
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
+                           ignore_index=IGNORE, reduction="sum")
+
+
+def n_target_tokens(batch: dict[str, torch.Tensor]) -> int:
+    return int((batch["labels"][:, 1:] != IGNORE).sum())
+
+
+@torch.no_grad()
+def validation_loss(model: torch.nn.Module, data: EncodedDataset, collate: Collator, batch_size: int,
+                    device: torch.device) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(data), batch_size):
+        batch = collate([data[i] for i in range(start, min(start + batch_size, len(data)))])
+        count += n_target_tokens(batch)
+        total += float(token_loss_sum(model, {k: _to(v, device) for k, v in batch.items()}))
+    model.train()
+    return total / max(count, 1)
+
+
+def _to(value: Any, device: torch.device) -> Any:
+    return value.to(device) if isinstance(value, torch.Tensor) else value
+
+
+def _save_artefacts(run: Path, model: Any, processor: Any, cfg: RunConfig, accelerator: Any) -> Path:
+    """Adapter (PEFT format) or full model (HF format), each with the processor."""
+    target = run / ("adapter" if cfg.method.uses_adapter else "model")
+    with staged_dir(target) as tmp:
+        accelerator.unwrap_model(model).save_pretrained(tmp, safe_serialization=True)
+        processor.save_pretrained(tmp)
+    return target
+
+
+def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Path:
+    run = open_run_dir(cfg.run_dir, overwrite=overwrite, resume=resume)
+    accelerator = make_accelerator(cfg)
+    main = accelerator.is_main_process
+    torch.manual_seed(cfg.train.seed)
+    reset_peak(accelerator.device)
+    if not cfg.data.train:
+        raise VlmtuneError("data.train: no training set given")
+    model, processor, family = prepare(cfg, device=accelerator.device)
+    train_data = load_split(cfg, cfg.data.train, processor, family, model.config)
+    val_data = load_split(cfg, cfg.data.val, processor, family, model.config) if cfg.data.val else None
+    if main:
+        write_text(run / "config.yaml", dump_config(cfg))
+        write_json(run / "data.json", {"train": _data_stats(train_data),
+                                       "val": _data_stats(val_data) if val_data else None})
+    collate = Collator(processor, cfg.data.max_length)
+
+    t = cfg.train
+    plan = StepPlan(len(train_data), t.batch_size, t.grad_accum, t.epochs, t.max_steps, t.seed,
+                    accelerator.num_processes, accelerator.process_index)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    scheduler = _scheduler(optimizer, t.schedule, math.ceil(t.warmup_ratio * plan.total_steps), plan.total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    model.train()
+
+    start_step, carried = 0, {"train_seconds": 0.0, "samples": 0, "tokens": 0}
+    if resume and (last := ckpt.latest_checkpoint(run / "checkpoints")) is not None:
+        state = ckpt.load_checkpoint(last, accelerator.unwrap_model(model), optimizer, scheduler)
+        start_step, carried = state["step"], state["carried"]
+        accelerator.print(f"resumed from {last} (step {start_step})")
+
+    meter = Throughput(samples=carried["samples"], tokens=carried["tokens"], seconds=carried["train_seconds"])
+    loss_value = float("nan")
+    with RunLog(run, plan.total_steps, start_step, enabled=main) as log:
+        for step in range(start_step, plan.total_steps):
+            meter.start()
+            batches = [collate([train_data[i] for i in idx]) for idx in plan.micro_batches(step)]
+            n_tokens = sum(n_target_tokens(b) for b in batches)
+            n_tokens = int(accelerator.reduce(torch.tensor(n_tokens, device=accelerator.device), "sum"))
+            loss_value, n_samples, n_input = 0.0, 0, 0
+            for k, batch in enumerate(batches):
+                n_samples += batch["input_ids"].shape[0]
+                n_input += int(batch["attention_mask"].sum())
+                batch = {key: _to(v, accelerator.device) for key, v in batch.items()}
+                sync = k == len(batches) - 1
+                with accelerator.no_sync(model) if not sync else _nullcontext():
+                    with accelerator.autocast():
+                        loss = token_loss_sum(model, batch) * accelerator.num_processes / max(n_tokens, 1)
+                    accelerator.backward(loss)
+                loss_value += float(loss.detach()) / accelerator.num_processes
+            if not math.isfinite(loss_value):
+                raise VlmtuneError(f"loss is {loss_value} at step {step + 1}; stopped. The last good "
+                                   f"checkpoint is kept in {run / 'checkpoints'}; lower train.lr or check the data")
+            grad_norm = (accelerator.clip_grad_norm_(params, t.max_grad_norm) if t.max_grad_norm
+                         else torch.tensor(0.0))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            meter.stop(n_samples * accelerator.num_processes, n_input * accelerator.num_processes)
+            done = step + 1
+            row = {"loss": loss_value, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+                   "epoch": round(plan.epoch_of(done), 4), "samples_per_s": meter.samples_per_s,
+                   "tokens_per_s": meter.tokens_per_s}
+            if val_data is not None and t.eval_every and done % t.eval_every == 0 and done < plan.total_steps:
+                row["val_loss"] = validation_loss(model, val_data, collate, t.batch_size, accelerator.device)
+            if done % t.log_every == 0 or done == plan.total_steps or "val_loss" in row:
+                log.record(done, row)
+            log.advance(done, loss_value, meter.samples_per_s)
+            if main and (done % t.checkpoint_every == 0 or done == plan.total_steps):
+                carried = {"train_seconds": meter.seconds, "samples": meter.samples, "tokens": meter.tokens}
+                ckpt.save_checkpoint(run / "checkpoints", done, accelerator.unwrap_model(model), optimizer,
+                                     scheduler, {"carried": carried, "epoch": plan.epoch_of(done)},
+                                     keep=t.keep_checkpoints)
+        final_val = None
+        if val_data is not None:
+            final_val = validation_loss(model, val_data, collate, t.batch_size, accelerator.device)
+            log.record(plan.total_steps, {"val_loss": final_val})
+    accelerator.wait_for_everyone()
+    if main:
+        artefact = _save_artefacts(run, model, processor, cfg, accelerator)
+        write_json(run / "resources.json", _resources(cfg, model, family, meter, artefact, accelerator,
+                                                       plan, loss_value, final_val))
+    return run
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, kind: str, warmup: int, total: int) -> Any:
+    from transformers import get_scheduler
+
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[kind]
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total)
+
+
+def _data_stats(data: EncodedDataset) -> dict[str, Any]:
+    lengths = [e.length for e in data.examples]
+    return {"samples": len(data), "skipped": dict(data.skipped), "skipped_where": data.skipped_where[:50],
+            "tokens": data.total_tokens, "max_length": data.max_length,
+            "longest": max(lengths, default=0), "mean_length": sum(lengths) / max(len(lengths), 1)}
+
+
+def _resources(cfg: RunConfig, model: Any, family: Any, meter: Throughput, artefact: Path, accelerator: Any,
+               plan: StepPlan, final_loss: float, final_val: float | None) -> dict[str, Any]:
+    unwrapped = accelerator.unwrap_model(model)
+    counts = count_parameters(unwrapped)
+    return {
+        "method": cfg.method.kind, "family": family.name,
+        "wall_time_s": round(meter.seconds, 3), "steps": plan.total_steps,
+        "samples_per_s": meter.samples_per_s, "tokens_per_s": meter.tokens_per_s,
+        "peak_memory": peak_memory(accelerator.device),
+        "trainable_params": counts["trainable"], "total_params": counts["total"],
+        "trainable_pct": 100.0 * counts["trainable"] / max(counts["total"], 1),
+        "trainable_by_role": trainable_by_role(unwrapped, family),
+        "artefact": artefact.name, "artefact_bytes": dir_bytes(artefact),
+        "adapter_bytes": dir_bytes(artefact) if artefact.name == "adapter" else None,
+        "final_train_loss": final_loss, "final_val_loss": final_val,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine_info(accelerator.device),
+    }
