@@ -68,6 +68,65 @@ def merge(run: Path = typer.Option(..., "--run", help="run directory with adapte
                       + ("" if dequantize else "; use --dequantize to merge into a full-precision base"))
 
 
+@app.command("eval")
+def eval_(config: Optional[Path] = typer.Argument(None, help="config YAML: evaluates the untuned cfg.model"),
+          overrides: Optional[list[str]] = typer.Argument(None, help="key.sub=value overrides"),
+          run: Optional[Path] = typer.Option(None, "--run", help="evaluate the tuned model of this run"),
+          out: Optional[Path] = typer.Option(None, "--out", help="where to write (default: the run dir, or "
+                                             "<out_dir>/<name>-base / -<k>shot for a config)"),
+          overwrite: bool = typer.Option(False, "--overwrite", help="redo an evaluation that exists"),
+          trust_remote_code: bool = typer.Option(False, "--trust-remote-code")) -> None:
+    """Score a model: writes predictions.jsonl and metrics.json."""
+    from vlmtune.evaluate import evaluate
+    from vlmtune.runs import load_run_config
+
+    if run is not None and config is not None and "=" in str(config):
+        overrides, config = [str(config), *(overrides or [])], None  # `--run R key=value`
+    if (config is None) == (run is None):
+        raise VlmtuneError("give either a CONFIG or --run RUN_DIR")
+    if run is not None:
+        from vlmtune.config import apply_overrides
+
+        cfg = apply_overrides(load_run_config(run), overrides or [], source=run / "config.yaml")
+        target = out or run
+    else:
+        cfg = _config(config, overrides or [], trust_remote_code)
+        suffix = f"{cfg.eval.shots}shot" if cfg.eval.shots else "base"
+        target = out or cfg.run_dir.with_name(f"{cfg.name}-{suffix}")
+    result = evaluate(cfg, run=run, out=target, overwrite=overwrite)
+    for task, values in result["tasks"].items():
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items() if isinstance(v, float))
+        console.print(f"[bold]{task}[/bold] (n={values['n']}): {shown}")
+    console.print(f"wrote {target / 'predictions.jsonl'} and {target / 'metrics.json'}")
+
+
+@app.command()
+def predict(model: str = typer.Option(..., "--model", help="base model dir, hub id or zoo name"),
+            adapter: Optional[list[str]] = typer.Option(None, "--adapter", help="PEFT adapter dir (repeatable)"),
+            image: Optional[list[str]] = typer.Option(None, "--image", help="image file (repeatable)"),
+            prompt: str = typer.Option(..., "--prompt"),
+            max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
+            trust_remote_code: bool = typer.Option(False, "--trust-remote-code")) -> None:
+    """Answer one prompt with the base and each adapter (swapped on one loaded base)."""
+    from vlmtune.predict import predict as run_predict
+
+    answers = run_predict(model, adapter or [], image or [], prompt, max_new_tokens=max_new_tokens,
+                          trust_remote_code=trust_remote_code)
+    for name, text in answers.items():
+        typer.echo(f"{name}: {text}")
+
+
+@app.command()
+def score(predictions: Path = typer.Argument(..., help="JSONL: id, prediction, answers[, options]"),
+          metrics: str = typer.Option(..., "--metrics", help="comma-separated metric names"),
+          per_sample: Optional[Path] = typer.Option(None, "--per-sample", help="write per-sample scores here")) -> None:
+    """Score predictions made elsewhere; prints one JSON object."""
+    from vlmtune.scoring import score_file
+
+    summary = score_file(predictions, [m.strip() for m in metrics.split(",") if m.strip()], per_sample)
+    typer.echo(json.dumps(summary))
+
+
 @data_app.command("convert")
 def data_convert(src: Path = typer.Argument(..., help="input file (LLaVA/ShareGPT json/jsonl, InternVL jsonl, "
                                                       "parquet/json for HF datasets)"),

@@ -95,11 +95,20 @@ class TrainConfig(_Section):
 
 
 class EvalConfig(_Section):
-    metrics: list[str] = []
-    test: str | None = None
+    """Evaluation: ``metrics`` is a list for every task or a mapping task -> list; tasks
+    not named use the defaults in vlmtune.evaluate.DEFAULT_METRICS."""
+
+    test: str | None = None  # default: data.val
+    general: str | None = None  # general-ability set, scored beside the task (forgetting)
+    metrics: list[str] | dict[str, list[str]] = []
     max_new_tokens: int = Field(32, ge=1)
     batch_size: int = Field(8, ge=1)
     shots: int = Field(0, ge=0)
+    max_samples: int | None = Field(None, ge=1)
+    do_sample: bool = False
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    merge: bool = False  # evaluate a run's adapter merged into the base instead of unmerged
 
 
 class RunConfig(_Section):
@@ -196,6 +205,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     for key in _dotted_keys(extra):  # an overridden field is no longer on its YAML line
         lines.pop(key, None)
     return build_config(_merge(data, extra), source=path, lines=lines)
+
+
+def apply_overrides(cfg: RunConfig, overrides: list[str], *, source: str | Path = "<config>") -> RunConfig:
+    """A copy of ``cfg`` with ``key.sub=value`` overrides applied and validated."""
+    if not overrides:
+        return cfg
+    return build_config(_merge(cfg.model_dump(), parse_overrides(overrides)), source=source)
 
 
 def _dotted_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:

@@ -1,0 +1,174 @@
+"""``vlmtune eval``: score a model (untuned, k-shot, or a run's tuned model) on a test set.
+
+Writes ``predictions.jsonl`` (id, task, prompt, prediction, references, per-sample scores,
+format_ok, latency) and ``metrics.json`` (per task: metrics + format compliance; the
+optional general-ability set under ``general``; throughput). The same evaluator serves
+every variant, so the numbers of a baseline and a fine-tune compare directly.
+
+Metrics per task come from ``eval.metrics`` (a list for every task, or a mapping
+task -> list); tasks not named there use :data:`DEFAULT_METRICS`.
+
+Example:
+    >>> result = evaluate(cfg, run=Path("runs/shapes-lora"), out=Path("runs/shapes-lora"))  # doctest: +SKIP
+    >>> result["tasks"]["grounding"]["iou"]
+    0.41
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.progress import Progress
+
+from vlmtune.atomic import write_json, write_jsonl
+from vlmtune.config import RunConfig
+from vlmtune.data.schema import Sample, load_samples
+from vlmtune.errors import DataError, RunDirError
+from vlmtune.generate import Generator
+
+DEFAULT_METRICS = {
+    "caption": ["bleu4", "cider", "rouge_l"], "vqa": ["exact_match"], "mc": ["mc_accuracy"],
+    "mc_text": ["exact_match"], "grounding": ["iou"], "text": ["anls"], "docvqa": ["anls"],
+    "chartqa": ["relaxed_accuracy"], "vqav2": ["vqa_accuracy"], "occupancy": ["voxel_iou"],
+}
+
+
+def metrics_for(task: str, cfg: RunConfig) -> list[str]:
+    chosen = cfg.eval.metrics
+    if isinstance(chosen, dict):
+        return list(chosen.get(task) or DEFAULT_METRICS.get(task, ["exact_match"]))
+    return list(chosen) or DEFAULT_METRICS.get(task, ["exact_match"])
+
+
+def _load_eval_set(path: str, cfg: RunConfig) -> list[Sample]:
+    samples = load_samples(path, root=cfg.data.root, allow_outside_root=cfg.data.allow_outside_root,
+                           require_answer=False, limit=cfg.eval.max_samples)
+    for s in samples:
+        if not s.answers:
+            raise DataError("no reference answer (neither 'answers' nor a final assistant turn)",
+                            file=s.file, line=s.line, field="answers")
+        if not s.prompt_messages or s.prompt_messages[-1]["role"] != "user":
+            raise DataError("the prompt must end with a user turn", file=s.file, line=s.line, field="messages")
+    return samples
+
+
+def shots_for(sample: Sample, pool: list[Sample], k: int, seed: int) -> list[Sample]:
+    """``k`` in-context examples of the same task (any task if too few), never the sample itself."""
+    if k == 0:
+        return []
+    rng = random.Random(f"{seed}:{sample.id}")
+    same = [s for s in pool if s.task == sample.task and s.id != sample.id]
+    source = same if len(same) >= k else [s for s in pool if s.id != sample.id]
+    return rng.sample(source, min(k, len(source)))
+
+
+def build_prompt(sample: Sample, shots: list[Sample]) -> tuple[list[dict], list[Any]]:
+    """Messages and images of a (few-shot) prompt: each shot is a user turn and its answer."""
+    messages: list[dict] = []
+    images: list[Any] = []
+    for shot in shots:
+        messages += [m for m in shot.prompt_messages if m["role"] != "system"]
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": shot.answers[0]}]})
+        images += shot.load_images()
+    messages += sample.prompt_messages
+    images += sample.load_images()
+    return messages, images
+
+
+def _records(samples: list[Sample], generations: list[Any]) -> list[dict]:
+    return [{"id": s.id, "task": s.task or "default", "images": [str(p) for p in s.images],
+             "prompt": g.prompt, "prediction": g.text, "references": s.answers, "answers": s.answers,
+             "options": s.options, "latency_s": g.latency_s}
+            for s, g in zip(samples, generations)]
+
+
+def score_records(records: list[dict], cfg: RunConfig) -> dict[str, dict[str, Any]]:
+    """Per task: metric summary, format compliance, n. Adds per-sample scores in place."""
+    from vlmtune.metrics import format_compliance, score
+    from vlmtune.metrics.compliance import TASK_FORMATS
+
+    by_task: dict[str, list[dict]] = {}
+    for rec in records:
+        by_task.setdefault(rec["task"], []).append(rec)
+    out: dict[str, dict[str, Any]] = {}
+    for task, recs in sorted(by_task.items()):
+        inputs = [{k: r[k] for k in ("id", "prediction", "answers", "options") if r.get(k) is not None}
+                  for r in recs]
+        summary, per_sample = score(inputs, metrics_for(task, cfg))
+        fmt = TASK_FORMATS.get(task, "text")
+        compliance = format_compliance(fmt, [r["prediction"] for r in recs])
+        for rec, scores in zip(recs, per_sample):
+            rec["scores"] = scores
+            rec["format_ok"] = format_compliance(fmt, [rec["prediction"]]) == 1.0
+        out[task] = {"n": len(recs), **summary, "format": fmt, "format_compliance": compliance}
+    return out
+
+
+def generate_all(generator: Generator, samples: list[Sample], pool: list[Sample], cfg: RunConfig,
+                 label: str) -> list[dict]:
+    generations = []
+    bs = cfg.eval.batch_size
+    with Progress(transient=True) as progress:
+        task = progress.add_task(f"eval {label}", total=len(samples))
+        for start in range(0, len(samples), bs):
+            chunk = samples[start:start + bs]
+            prompts = [build_prompt(s, shots_for(s, pool, cfg.eval.shots, cfg.train.seed)) for s in chunk]
+            generations += generator([p[0] for p in prompts], [p[1] for p in prompts])
+            progress.advance(task, len(chunk))
+    return _records(samples, generations)
+
+
+def load_model_for_eval(cfg: RunConfig, run: Path | None) -> tuple[Any, Any, Any]:
+    if run is not None:
+        from vlmtune.runs import load_trained
+
+        model, processor, family, _ = load_trained(run)
+        if cfg.eval.merge and hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()
+    else:
+        from vlmtune.loading import load_base
+
+        model, processor, family = load_base(cfg.model)
+    model.eval()
+    return model, processor, family
+
+
+def evaluate(cfg: RunConfig, *, run: Path | None = None, out: Path, overwrite: bool = False) -> dict[str, Any]:
+    """Generate on ``eval.test`` (and ``eval.general``), score, write into ``out``."""
+    out = Path(out)
+    if (out / "metrics.json").exists() and not overwrite:
+        raise RunDirError(f"{out}: already evaluated (metrics.json exists); pass --overwrite to redo it")
+    test_path = cfg.eval.test or cfg.data.val
+    if not test_path:
+        raise DataError("no evaluation set: set eval.test (or data.val)", field="eval.test")
+    test = _load_eval_set(test_path, cfg)
+    general = _load_eval_set(cfg.eval.general, cfg) if cfg.eval.general else []
+    pool = load_samples(cfg.data.train, root=cfg.data.root) if cfg.eval.shots and cfg.data.train else []
+    if cfg.eval.shots and not pool:
+        raise DataError("eval.shots needs data.train to draw in-context examples from", field="data.train")
+    model, processor, family = load_model_for_eval(cfg, run)
+    e = cfg.eval
+    generator = Generator(model, processor, family, max_new_tokens=e.max_new_tokens,
+                          do_sample=e.do_sample, temperature=e.temperature, top_p=e.top_p)
+    started = time.perf_counter()
+    records = generate_all(generator, test, pool, cfg, "test")
+    seconds = time.perf_counter() - started
+    result: dict[str, Any] = {"tasks": score_records(records, cfg), "general": None,
+                              "samples_per_s": len(records) / seconds if seconds else 0.0,
+                              "latency_s_mean": sum(r["latency_s"] for r in records) / len(records),
+                              "shots": e.shots, "model": cfg.model.path, "adapter": run is not None
+                              and (Path(run) / "adapter").is_dir(), "merged": bool(e.merge and run),
+                              "test": str(test_path), "n": len(records)}
+    if general:
+        general_records = generate_all(generator, general, pool, cfg, "general")
+        result["general"] = score_records(general_records, cfg)
+        for rec in general_records:
+            rec["split"] = "general"
+        records += general_records
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out / "predictions.jsonl", [{k: v for k, v in r.items() if k != "answers"} for r in records])
+    write_json(out / "metrics.json", result)
+    return result

@@ -1,0 +1,97 @@
+"""Batched greedy generation with left padding and the KV cache.
+
+Why left padding: every row's prompt must end at the same position so that new tokens are
+appended after real text, not after pads; the attention mask hides the pads. Greedy
+decoding is deterministic, so a batch gives the same answers as one prompt at a time
+(tested), only faster.
+
+Example:
+    >>> gen = Generator(model, processor, family, max_new_tokens=16)  # doctest: +SKIP
+    >>> gen([messages], [[image]])[0].text
+    'red'
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from vlmtune.data.encode import Rendered, call_processor, prompt_text
+from vlmtune.families.base import Family
+
+
+@dataclass
+class Generation:
+    prompt: str
+    text: str
+    latency_s: float
+    new_tokens: int
+
+
+class Generator:
+    def __init__(self, model: Any, processor: Any, family: Family, *, max_new_tokens: int = 32,
+                 do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0):
+        self.model, self.processor, self.family = model, processor, family
+        self.kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": do_sample}
+        if do_sample:
+            self.kwargs.update(temperature=temperature, top_p=top_p)
+        tok = processor.tokenizer
+        self.kwargs["pad_token_id"] = tok.pad_token_id
+        stop = {i for i in _as_list(getattr(model.generation_config, "eos_token_id", None))}
+        stop |= {i for i in _as_list(tok.eos_token_id)}
+        end_of_turn = _end_of_turn_id(processor, family)
+        if end_of_turn is not None:
+            stop.add(end_of_turn)
+        self.kwargs["eos_token_id"] = sorted(stop) or None
+
+    @torch.no_grad()
+    def __call__(self, conversations: list[list[dict]], images: list[list[Any]]) -> list[Generation]:
+        prompts = [prompt_text(self.processor, self.family, c) for c in conversations]
+        tok = self.processor.tokenizer
+        side, tok.padding_side = tok.padding_side, "left"
+        try:
+            batch = call_processor(self.processor, [Rendered(p, []) for p in prompts], images, padding=True)
+        finally:
+            tok.padding_side = side
+        device = next(self.model.parameters()).device
+        inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        start = time.perf_counter()
+        out = self.model.generate(**inputs, **self.kwargs)
+        elapsed = time.perf_counter() - start
+        new = out[:, inputs["input_ids"].shape[1]:]
+        texts = tok.batch_decode(new, skip_special_tokens=True)
+        per = elapsed / len(prompts)
+        pad = tok.pad_token_id
+        return [Generation(p, t.strip(), per, int((row != pad).sum())) for p, t, row in zip(prompts, texts, new)]
+
+
+def _as_list(value: Any) -> list[int]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [int(value)]
+
+
+def _end_of_turn_id(processor: Any, family: Family) -> int | None:
+    """The token that closes an assistant turn in the chat template (e.g. ``<|im_end|>``).
+
+    Found by rendering a one-word answer and taking the first special token after it, so
+    generation stops where training taught the model to stop.
+    """
+    if family.prompt is not None or not getattr(processor, "chat_template", None):
+        return None
+    msgs = [{"role": "user", "content": [{"type": "text", "text": "q"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "zebra"}]}]
+    try:
+        text = processor.apply_chat_template(msgs, tokenize=False)
+    except Exception:  # noqa: BLE001 - a template that cannot render this has no usable marker
+        return None
+    tail = text[text.rfind("zebra") + len("zebra"):]
+    tok = processor.tokenizer
+    special = set(tok.all_special_ids) | {i for i, t in tok.added_tokens_decoder.items() if t.special}
+    for token_id in tok(tail, add_special_tokens=False)["input_ids"]:
+        if token_id in special:
+            return int(token_id)
+    return None

@@ -1,0 +1,65 @@
+"""``vlmtune predict``: a quick look at what a model (and each of several adapters) answers.
+
+All adapters load onto one base (PEFT ``load_adapter``) and are switched with
+``set_adapter``, so comparing five adapters costs one base model in memory.
+
+Example:
+    >>> predict("vlmtune/tiny-shapes", ["runs/a/adapter"], ["x.png"], "What colour?")  # doctest: +SKIP
+    {'base': 'red', 'a': 'red'}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vlmtune.config import ModelConfig
+from vlmtune.errors import InputError
+from vlmtune.generate import Generator
+from vlmtune.loading import load_base
+
+
+def _message(prompt: str, n_images: int) -> list[dict]:
+    content = [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": prompt}]
+    return [{"role": "user", "content": content}]
+
+
+def _open(paths: list[str]) -> list:
+    from PIL import Image
+
+    images = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise InputError("image not found", file=path, field="--image")
+        with Image.open(path) as img:
+            images.append(img.convert("RGB"))
+    return images
+
+
+def predict(model_path: str, adapters: list[str], images: list[str], prompt: str, *,
+            max_new_tokens: int = 64, trust_remote_code: bool = False) -> dict[str, str]:
+    """Answers keyed by ``base`` and by each adapter's name (its directory name)."""
+    model, processor, family = load_base(ModelConfig(path=model_path, trust_remote_code=trust_remote_code))
+    model.eval()
+    conversation, pictures = _message(prompt, len(images)), _open(images)
+    answers = {"base": Generator(model, processor, family, max_new_tokens=max_new_tokens)(
+        [conversation], [pictures])[0].text}
+    names = []
+    for path in adapters:
+        if not (Path(path) / "adapter_config.json").is_file():
+            raise InputError("not a PEFT adapter (no adapter_config.json)", file=path, field="--adapter")
+        name = Path(path).resolve().parent.name if Path(path).name == "adapter" else Path(path).name
+        while name in names or name == "base":
+            name += "'"
+        names.append(name)
+    if adapters:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapters[0], adapter_name=names[0])
+        for path, name in zip(adapters[1:], names[1:]):
+            model.load_adapter(path, adapter_name=name)
+        model.eval()
+        for name in names:
+            model.set_adapter(name)
+            generator = Generator(model, processor, family, max_new_tokens=max_new_tokens)
+            answers[name] = generator([conversation], [pictures])[0].text
+    return answers
