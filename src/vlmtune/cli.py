@@ -21,6 +21,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Adapt vision-language models to your task: LoRA, QLoRA and full fine-tunes, measured.")
 data_app = typer.Typer(no_args_is_help=True, help="Dataset tools: convert formats to canonical JSONL, synthesize.")
 app.add_typer(data_app, name="data")
+zoo_app = typer.Typer(no_args_is_help=True, help="The embedded pretrained models (vlmtune/tiny-shapes).")
+app.add_typer(zoo_app, name="zoo")
 console = Console(stderr=True)
 
 
@@ -127,18 +129,56 @@ def score(predictions: Path = typer.Argument(..., help="JSONL: id, prediction, a
     typer.echo(json.dumps(summary))
 
 
+@app.command()
+def compare(grid: Path = typer.Argument(..., help="grid YAML: name, out_dir, base, variants")) -> None:
+    """Train and evaluate every variant of a grid (finished ones are skipped), then write the report."""
+    from vlmtune.compare import compare as run_compare
+
+    run_compare(grid, console=console)
+
+
+@app.command()
+def report(grid_dir: Path = typer.Argument(..., help="a grid directory (out_dir/<grid name>)")) -> None:
+    """Rebuild a grid's report.html and report.md from its run directories."""
+    from vlmtune.compare import summary_table
+    from vlmtune.report import build_report
+
+    paths = build_report(grid_dir)
+    console.print(summary_table(grid_dir))
+    console.print(f"report: {paths['html']}  {paths['md']}")
+
+
 @data_app.command("convert")
 def data_convert(src: Path = typer.Argument(..., help="input file (LLaVA/ShareGPT json/jsonl, InternVL jsonl, "
                                                       "parquet/json for HF datasets)"),
                  out: Path = typer.Argument(..., help="output canonical JSONL"),
                  fmt: str = typer.Option("auto", "--format", help="auto|llava|sharegpt|internvl|hf"),
                  image_root: Optional[Path] = typer.Option(None, "--image-root",
-                                                           help="where the source's image paths resolve")) -> None:
+                                                           help="where the source's image paths resolve"),
+                 images_outside: str = typer.Option("error", "--images-outside",
+                                                    help="images outside the output folder: error|copy|keep")) -> None:
     """Convert a dataset to vlmtune's canonical JSONL."""
     from vlmtune.data.convert import convert
 
-    n = convert(src, out, fmt=fmt, image_root=image_root)
+    n = convert(src, out, fmt=fmt, image_root=image_root, images_outside=images_outside)
     console.print(f"wrote {n} samples to {out}")
+
+
+@zoo_app.command("build")
+def zoo_build(out: Path = typer.Option(Path("tiny-shapes"), "--out", help="where to write the checkpoint"),
+              minutes: Optional[float] = typer.Option(None, "--minutes",
+                                                      help="cap training time (fewer steps; machine-dependent)"),
+              work: Path = typer.Option(Path("/tmp/vlmtune-zoo-build"), "--work",
+                                        help="scratch dir for data, init and run")) -> None:
+    """Rebuild vlmtune/tiny-shapes from scratch: synth data, tokenizer, Qwen2-VL, pretrain, score."""
+    from vlmtune.zoo.build import build
+
+    record = build(out, work=work, minutes=minutes)
+    scores = record["scores"]
+    console.print(f"[green]done[/green] {out}  {record['total_params'] / 1e6:.1f}M params, "
+                  f"{record['plan']['steps']} steps in {record['train_wall_time_s'] / 60:.1f} min; "
+                  f"VQA EM {scores['vqa']['exact_match']:.3f}  MC {scores['mc']['mc_accuracy']:.3f}  "
+                  f"grounding IoU {scores['grounding']['iou']:.3f}")
 
 
 def _quiet_libraries() -> None:

@@ -61,16 +61,19 @@ def lora_target_names(model: nn.Module, family: Family, roles: list[str],
                       targets: list[str] | str | None) -> list[str]:
     """Full names of the linear modules that get adapters.
 
-    ``targets``: leaf names (``q_proj``), ``"all-linear"``, or None for the family default.
+    ``targets``: leaf names (``q_proj``), ``"all-linear"``, or None for the defaults: the
+    family's decoder projections in the language model and every linear layer of the
+    vision tower or projector (their layer names differ per family: ``qkv``, ``fc1``...).
     The LM head never gets an adapter (PEFT's ``all-linear`` makes the same exception).
     """
-    leaves = family.lora_targets if targets is None else targets
     names = []
     for name, module in model.named_modules():
         if not isinstance(module, nn.Linear) or name.split(".")[-1] == "lm_head":
             continue
-        if family.role_of(name) not in roles:
+        role = family.role_of(name)
+        if role not in roles:
             continue
+        leaves = targets if targets is not None else (family.lora_targets if role == "language" else "all-linear")
         if leaves == "all-linear" or name.split(".")[-1] in leaves:
             names.append(name)
     return names
@@ -108,7 +111,7 @@ def _add_adapters(model: nn.Module, cfg: RunConfig, family: Family) -> nn.Module
     m = cfg.method
     targets = lora_target_names(model, family, list(m.lora_on), m.targets)
     if not targets:
-        raise ValueError(f"method.targets: no linear layer named {m.targets or family.lora_targets} "
+        raise ValueError(f"method.targets: no linear layer named {m.targets or list(family.lora_targets)} "
                          f"in roles {m.lora_on}")
     to_save: list[str] = []
     for role in ROLES:

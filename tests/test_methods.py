@@ -1,0 +1,122 @@
+"""Once per method: what trains, what is saved, and that it loads back with plain
+transformers/peft. QLoRA runs through bitsandbytes on the CPU."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from vlmtune.methods import count_parameters, prepare, trainable_by_role
+from vlmtune.train import train
+
+
+def _roles_trained(cfg):
+    model, _, family = prepare(cfg)
+    return {k for k, v in trainable_by_role(model, family).items() if v}
+
+
+@pytest.fixture(scope="module")
+def qwen(tiny_factory):
+    return tiny_factory("qwen2_vl")
+
+
+@pytest.fixture(scope="module")
+def qlora_ready(tiny_factory, tmp_path_factory):
+    """A tiny Qwen2-VL whose decoder shapes suit bitsandbytes' CPU 4-bit kernels
+    (in_features a multiple of 64, out_features a multiple of 32)."""
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    src = tiny_factory("qwen2_vl", hidden=64)
+    out = tmp_path_factory.mktemp("qlora-ready")
+    config = AutoConfig.from_pretrained(src)
+    config.text_config.num_key_value_heads = config.text_config.num_attention_heads
+    torch.manual_seed(0)
+    AutoModelForImageTextToText.from_config(config).save_pretrained(out)
+    for f in src.iterdir():
+        if f.name not in ("config.json", "model.safetensors", "generation_config.json"):
+            (out / f.name).write_bytes(f.read_bytes())
+    return out
+
+
+def test_full_trains_every_role_and_saves_hf_model(qwen, run_config):
+    from transformers import AutoModelForImageTextToText
+
+    cfg = run_config(qwen, method={"kind": "full"}, train={"max_steps": 3, "lr": 1e-3})
+    assert _roles_trained(cfg) == {"vision", "projector", "language"}
+    run = train(cfg)
+    res = json.loads((run / "resources.json").read_text())
+    assert res["trainable_params"] == res["total_params"] and res["artefact"] == "model"
+    assert AutoModelForImageTextToText.from_pretrained(run / "model") is not None
+
+
+def test_full_with_frozen_vision(qwen, run_config):
+    cfg = run_config(qwen, method={"kind": "full"}, trainable={"vision": False})
+    assert _roles_trained(cfg) == {"projector", "language"}
+
+
+def test_freeze_trains_only_chosen_roles(qwen, run_config):
+    cfg = run_config(qwen, method={"kind": "freeze"}, trainable={"projector": True}, train={"max_steps": 3})
+    assert _roles_trained(cfg) == {"projector"}
+    run = train(cfg)
+    assert (run / "model" / "model.safetensors").is_file()
+
+
+def test_lora_with_full_projector_saves_it_in_the_adapter(qwen, run_config):
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    cfg = run_config(qwen, trainable={"projector": True}, train={"max_steps": 3})
+    assert _roles_trained(cfg) == {"adapter", "projector"}
+    run = train(cfg)
+    config = json.loads((run / "adapter" / "adapter_config.json").read_text())
+    assert config["modules_to_save"] == ["model.visual.merger"]
+    model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(qwen), run / "adapter")
+    assert any("modules_to_save" in n for n, _ in model.named_parameters())
+
+
+def test_lora_on_vision_and_language(qwen, run_config):
+    cfg = run_config(qwen, method={"lora_on": ["vision", "language"]})
+    model, _, family = prepare(cfg)
+    adapted = {family.role_of(n.replace("base_model.model.", "").split(".lora_")[0])
+               for n, p in model.named_parameters() if p.requires_grad}
+    assert adapted == {"vision", "language"}
+
+
+def test_dora_and_rslora_configs(qwen, run_config):
+    cfg = run_config(qwen, method={"kind": "dora", "rslora": True, "targets": ["q_proj", "v_proj"]},
+                     train={"max_steps": 2})
+    run = train(cfg)
+    config = json.loads((run / "adapter" / "adapter_config.json").read_text())
+    assert config["use_dora"] and config["use_rslora"]
+    assert all(t.endswith(("q_proj", "v_proj")) for t in config["target_modules"])
+
+
+def test_unknown_target_is_a_clear_error(qwen, run_config):
+    cfg = run_config(qwen, method={"targets": ["nonexistent_proj"]})
+    with pytest.raises(ValueError, match="no linear layer named"):
+        prepare(cfg)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_qlora_quantizes_the_decoder_only_and_trains(qlora_ready, run_config, bits, tmp_path):
+    import bitsandbytes as bnb
+
+    from vlmtune.merge import merge_run
+
+    cfg = run_config(qlora_ready, name=f"q{bits}", method={"kind": "qlora", "bits": bits},
+                     data={"max_samples": 4}, train={"max_steps": 10})
+    model, _, family = prepare(cfg)
+    quantized = {family.role_of(n.replace("base_model.model.", "").rsplit(".base_layer", 1)[0])
+                 for n, m in model.named_modules() if isinstance(m, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt))}
+    assert quantized == {"language"}
+    assert count_parameters(model)["trainable"] > 0
+    run = train(cfg)
+    losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
+              if "loss" in json.loads(line)]
+    assert losses[-1] < losses[0]
+    if bits == 4:
+        report = merge_run(run, tmp_path / "merged", dequantize=True)
+        assert report["merged_into"] == "dequantized base"
+        assert "quantized_merge_max_abs_diff" in report

@@ -1,0 +1,58 @@
+"""Stopping after step k and resuming reaches the same weights as an uninterrupted run."""
+
+from __future__ import annotations
+
+import pytest
+from safetensors.torch import load_file
+
+from vlmtune import checkpoint as ckpt
+from vlmtune.checkpoint import latest_checkpoint
+from vlmtune.errors import RunDirError
+from vlmtune.train import train
+
+
+class Crash(Exception):
+    pass
+
+
+def _final_weights(run):
+    return load_file(str(latest_checkpoint(run / "checkpoints") / "trainable.safetensors"))
+
+
+@pytest.mark.parametrize("kind", ["lora", "full"])
+def test_resume_matches_uninterrupted(kind, tiny_factory, run_config, monkeypatch):
+    model = tiny_factory("qwen2_vl")
+    common = dict(method={"kind": kind, "dropout": 0.1}, train={"max_steps": 6, "checkpoint_every": 2,
+                                                                 "grad_accum": 2, "lr": 1e-3})
+    straight = train(run_config(model, name="straight", **common))
+
+    real_save = ckpt.save_checkpoint
+
+    def save_then_crash(folder, step, *args, **kwargs):
+        path = real_save(folder, step, *args, **kwargs)
+        if step == 4:
+            raise Crash
+        return path
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", save_then_crash)
+    cfg = run_config(model, name="interrupted", **common)
+    with pytest.raises(Crash):
+        train(cfg)
+    monkeypatch.setattr(ckpt, "save_checkpoint", real_save)
+    with pytest.raises(RunDirError, match="--resume"):
+        train(cfg)
+    resumed = train(cfg, resume=True)
+
+    a, b = _final_weights(straight), _final_weights(resumed)
+    assert a.keys() == b.keys()
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
+    steps = [line for line in (resumed / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+    assert len(steps) == 6  # no step logged twice
+
+
+def test_torn_checkpoint_is_skipped(tiny_factory, run_config):
+    run = train(run_config(tiny_factory("qwen2_vl"), train={"max_steps": 4, "checkpoint_every": 2,
+                                                             "keep_checkpoints": 3}))
+    newest = latest_checkpoint(run / "checkpoints")
+    (newest / "trainable.safetensors").write_bytes(b"torn")
+    assert latest_checkpoint(run / "checkpoints").name == "step-000002"
