@@ -1,0 +1,190 @@
+"""``vlmtune compare GRID.yaml``: train and evaluate every variant of a grid, then report.
+
+Why: the questions vlmtune answers (does the untuned model do it, is LoRA enough, what does
+full fine-tuning cost) need the options side by side on the same data. Each variant gets
+its own ordinary run directory (``out_dir/<grid>/<variant>``), so any of them can be
+inspected, merged or re-evaluated alone, and the report reads only those directories.
+
+Re-running a grid resumes it: a variant whose run dir has ``metrics.json`` (and
+``resources.json`` when it trains) is skipped; a trained but unevaluated one is only
+evaluated; a half-trained one resumes from its last checkpoint. A failing variant does not
+stop the others; the grid reports the failures at the end.
+
+Example:
+    >>> outcome = run_grid(load_grid("grid.yaml"))  # doctest: +SKIP
+    >>> outcome.report["html"]  # doctest: +SKIP
+    PosixPath('runs/shapes-grid/report.html')
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from vlmtune.atomic import write_text
+from vlmtune.compare_grid import Grid, Variant, load_grid
+from vlmtune.config import RunConfig, dump_config
+from vlmtune.errors import VlmtuneError
+
+__all__ = ["GridOutcome", "Grid", "Variant", "load_grid", "run_grid", "is_finished", "summary_table"]
+
+TrainFn = Callable[..., Path]
+_FULL_REPORT_ONLY = ("trainable params", "train samples/s", "size on disk", "latency")  # terminal is narrow
+EvaluateFn = Callable[..., dict]
+
+
+@dataclass
+class GridOutcome:
+    grid: Grid
+    status: dict[str, str] = field(default_factory=dict)  # variant -> done|skipped|failed
+    errors: dict[str, str] = field(default_factory=dict)
+    report: dict[str, Path] = field(default_factory=dict)
+
+
+def is_finished(variant: Variant) -> bool:
+    """Evaluated, and (when it trains) trained to the end."""
+    run = variant.run_dir
+    return (run / "metrics.json").is_file() and (not variant.trains or (run / "resources.json").is_file())
+
+
+def _default_train() -> TrainFn:
+    from vlmtune.train import train
+
+    return train
+
+
+def _default_evaluate() -> EvaluateFn:
+    from vlmtune.evaluate import evaluate
+
+    return evaluate
+
+
+def run_variant(variant: Variant, train_fn: TrainFn, evaluate_fn: EvaluateFn) -> None:
+    """Bring one variant to finished from whatever state its run dir is in."""
+    cfg, run = variant.cfg, variant.run_dir
+    if variant.trains:
+        if not (run / "resources.json").is_file():
+            run = Path(train_fn(cfg, overwrite=False, resume=run.exists()))
+        evaluate_fn(cfg, run=run, out=run)
+    else:
+        run.mkdir(parents=True, exist_ok=True)
+        if not (run / "config.yaml").is_file():
+            write_text(run / "config.yaml", dump_config(cfg))
+        evaluate_fn(cfg, run=None, out=run)
+
+
+def _config_drift(variant: Variant) -> list[str]:
+    """Dotted keys whose value differs between the grid and the finished run's config.yaml."""
+    path = variant.run_dir / "config.yaml"
+    if not path.is_file():
+        return []
+    try:
+        saved = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError:
+        return ["config.yaml (unreadable)"]
+    return _diff(saved, variant.cfg.model_dump(mode="json"))
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = list(dict.fromkeys([*a, *b]))
+        return [d for k in keys for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
+
+
+def run_grid(grid: Grid, *, train_fn: TrainFn | None = None, evaluate_fn: EvaluateFn | None = None,
+             console: Console | None = None, build: bool = True) -> GridOutcome:
+    """Run the unfinished variants in order, print a summary, write the report."""
+    console = console or Console(stderr=True)
+    train_fn = train_fn or _default_train()
+    evaluate_fn = evaluate_fn or _default_evaluate()
+    grid.dir.mkdir(parents=True, exist_ok=True)
+    write_text(grid.dir / "grid.yaml", yaml.safe_dump(_grid_record(grid), sort_keys=False))
+    outcome = GridOutcome(grid)
+    total = len(grid.variants)
+    started = time.perf_counter()
+    for k, variant in enumerate(grid.variants, 1):
+        head = f"[bold][{k}/{total}][/bold] {variant.name}"
+        if is_finished(variant):
+            drift = _config_drift(variant)
+            note = (f" [yellow](config changed since: {'; '.join(drift[:3])}; delete {variant.run_dir} "
+                    f"to re-run it)[/yellow]") if drift else ""
+            console.print(f"{head}: finished, skipped{note}")
+            outcome.status[variant.name] = "skipped"
+            continue
+        console.rule(f"{head}: {'train + eval' if variant.trains else 'eval only'} -> {variant.run_dir}")
+        t0 = time.perf_counter()
+        try:
+            run_variant(variant, train_fn, evaluate_fn)
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:  # one broken variant must not cost the others
+            outcome.status[variant.name] = "failed"
+            outcome.errors[variant.name] = _describe(err)
+            console.print(f"[red]{variant.name} failed:[/red] {outcome.errors[variant.name]}", highlight=False)
+            continue
+        outcome.status[variant.name] = "done"
+        console.print(f"{head}: done in {time.perf_counter() - t0:.0f}s "
+                      f"({time.perf_counter() - started:.0f}s into the grid)")
+    if build:
+        from vlmtune.report import build_report
+
+        outcome.report = build_report(grid.dir)
+        console.print(summary_table(grid.dir, outcome.status))
+        console.print(f"report: {outcome.report['html']}  {outcome.report['md']}")
+    if outcome.errors:
+        raise VlmtuneError(f"{len(outcome.errors)} of {total} variants failed: "
+                           + "; ".join(f"{n}: {e}" for n, e in outcome.errors.items()))
+    return outcome
+
+
+def _describe(err: Exception) -> str:
+    if isinstance(err, VlmtuneError):
+        return str(err)
+    last = traceback.extract_tb(err.__traceback__)[-1:] or None
+    where = f" ({Path(last[0].filename).name}:{last[0].lineno})" if last else ""
+    return f"{type(err).__name__}: {err}{where}"
+
+
+def _grid_record(grid: Grid) -> dict[str, Any]:
+    """What the report needs from the grid: variant order and which ones train."""
+    return {"name": grid.name, "source": str(grid.source.resolve()),
+            "variants": [{"name": v.name, "trains": v.trains} for v in grid.variants]}
+
+
+def summary_table(grid_dir: Path, status: dict[str, str] | None = None) -> Table:
+    """The report's main numbers as a rich table, for the terminal."""
+    from vlmtune.report.loading import load_grid_runs
+    from vlmtune.report.summary import summarize
+    from vlmtune.report.table import table_rows
+
+    runs = load_grid_runs(grid_dir)
+    header, rows = table_rows(summarize(runs))
+    keep = [i for i, col in enumerate(header) if col not in _FULL_REPORT_ONLY]
+    table = Table(title=f"{Path(grid_dir).name} (all columns: report.html)", show_lines=False)
+    for col in (["status"] if status else []) + [header[i] for i in keep]:
+        table.add_column(col, overflow="fold")
+    for run, row in zip(runs, rows):
+        table.add_row(*([status.get(run.name, "-")] if status else []), *[row[i] for i in keep])
+    return table
+
+
+def compare(path: str | Path, **kwargs: Any) -> GridOutcome:
+    """Load a grid file and run it (the CLI's ``vlmtune compare``)."""
+    return run_grid(load_grid(path), **kwargs)
+
+
+def variant_config(grid: Grid, name: str) -> RunConfig:
+    """The resolved config of one variant by name (for ``vlmtune train`` on one option)."""
+    for v in grid.variants:
+        if v.name == name:
+            return v.cfg
+    raise VlmtuneError(f"{grid.source}: no variant named {name!r} "
+                       f"(variants: {', '.join(v.name for v in grid.variants)})")

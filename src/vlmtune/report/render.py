@@ -1,0 +1,108 @@
+"""Render the report: gather table, plots, samples and verdict, fill the jinja2 templates.
+
+Why: the HTML must open anywhere, offline and from an e-mail attachment, so it is one file
+with its images inline (base64 PNG) and its CSS in a ``<style>`` tag: no network, no
+scripts. The Markdown reads well in a repository, so its images are PNG files beside it
+(plots) and in ``report_thumbs/`` (thumbnails).
+
+Example:
+    >>> render_report(Path("runs/shapes-grid"))  # doctest: +SKIP
+    {'html': PosixPath('runs/shapes-grid/report.html'), 'md': PosixPath('runs/shapes-grid/report.md')}
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from vlmtune.atomic import write_bytes, write_text
+from vlmtune.report.loading import load_grid_runs
+from vlmtune.report.plots import draw_all
+from vlmtune.report.samples import pick_items
+from vlmtune.report.stats import Z
+from vlmtune.report.summary import GridView, display, summarize
+from vlmtune.report.table import memory_kinds, table_rows
+from vlmtune.report.verdict import verdict
+
+TEMPLATES = Path(__file__).parent / "templates"
+THUMBS = "report_thumbs"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "x"
+
+
+def md_cell(value: Any) -> str:
+    """A Markdown table cell: pipes escaped, line breaks as <br>."""
+    text = str(value).replace("\\", "\\\\").replace("|", "\\|")
+    return text.replace("\r\n", "\n").replace("\n", "<br>")
+
+
+def environment() -> Environment:
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined,
+                      autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
+                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["md"] = md_cell
+    env.filters["b64"] = lambda data: base64.b64encode(data).decode("ascii")
+    return env
+
+
+def verdicts(view: GridView) -> list[str]:
+    """Verdict sentences for every task (prefixed with the task when there are several)."""
+    out = []
+    for task in view.tasks:
+        lines = verdict(view.entries[task], display(view.metric[task]),
+                        baseline=view.baseline.name if view.baseline else None,
+                        general_metric=display(view.general_metric) if view.general_task else None)
+        out += [f"{task}: {s}" if len(view.tasks) > 1 else s for s in lines]
+    return out
+
+
+def notes(view: GridView) -> list[str]:
+    out = [f"± is one standard error of the mean over test items; a difference counts as real when it "
+           f"exceeds {Z:g} standard errors of the paired per-item difference (about 95%)."]
+    if view.baseline is not None:
+        out.append(f"Baseline (for deltas and forgetting): {view.baseline.name} ({view.baseline.label}).")
+    kinds = memory_kinds(view)
+    if "rss_peak" in kinds:
+        out.append("Peak memory on CPU is the process's peak resident set size (includes Python and "
+                   "libraries): compare variants with each other, not with GPU numbers.")
+    if len(kinds) > 1:
+        out.append(f"Peak memory mixes measures ({', '.join(kinds)}): those numbers do not compare.")
+    missing = [r.name for r in view.runs if r.metrics is None]
+    if missing:
+        out.append(f"Not evaluated yet (no metrics.json): {', '.join(missing)}.")
+    return out
+
+
+def context(grid_dir: Path, per_task: int) -> dict[str, Any]:
+    view = summarize(load_grid_runs(grid_dir))
+    header, rows = table_rows(view)
+    return {"title": f"vlmtune report: {grid_dir.name}", "grid": grid_dir.name, "header": header,
+            "rows": rows, "plots": draw_all(view), "items": pick_items(view, per_task),
+            "verdicts": verdicts(view), "notes": notes(view), "view": view,
+            "built": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "thumbs": THUMBS}
+
+
+def render_report(grid_dir: Path, per_task: int = 6) -> dict[str, Path]:
+    """Write ``report.html``, ``report.md``, the plots' PNGs and the thumbnails into ``grid_dir``."""
+    grid_dir = Path(grid_dir)
+    ctx = context(grid_dir, per_task)
+    env = environment()
+    for plot in ctx["plots"]:
+        write_bytes(grid_dir / f"{_safe(plot.key)}.png", plot.png)
+    for item in ctx["items"]:
+        if item.thumbnail_png is not None:
+            write_bytes(grid_dir / THUMBS / f"{_safe(item.slug)}.png", item.thumbnail_png)
+    ctx["safe"] = _safe
+    html = env.get_template("report.html.j2").render(**ctx)
+    md = env.get_template("report.md.j2").render(**ctx)
+    paths = {"html": grid_dir / "report.html", "md": grid_dir / "report.md"}
+    write_text(paths["html"], html)
+    write_text(paths["md"], md)
+    return paths

@@ -1,0 +1,214 @@
+"""The report's verdict: a few rule-based sentences that answer the design questions with numbers.
+
+Why: a table of twelve columns does not say "LoRA is enough"; a reader wants that sentence,
+and wants to see which numbers it rests on. Each rule below is a small function over
+:class:`Entry` values (one per variant, for one task) and only claims a difference that is
+beyond noise (:func:`vlmtune.report.stats.beyond_noise`: more than 2 standard errors of the
+paired difference). Rules, in order:
+
+1. best vs baseline: the best variant beats the untuned baseline, or nothing does;
+2. few-shot: in-context examples vs the baseline, and whether any fine-tune beats them;
+3. full vs LoRA/DoRA: full wins (the task looks high-rank), LoRA wins, or they tie;
+4. rank: the highest LoRA rank vs the lowest;
+5. QLoRA vs LoRA of the same (or nearest) rank, with the peak-memory ratio;
+6. format compliance: falls of >= 0.05 against the baseline; any other compliance < 0.9;
+7. forgetting: general-set drops against the baseline, or none beyond noise.
+
+Example:
+    >>> base = Entry("baseline", "untuned", "untuned", score=0.2, scores=_flat(0.2, 50))
+    >>> full = Entry("full", "full", "full", score=0.9, scores=_flat(0.9, 50))
+    >>> verdict([base, full], "IoU", baseline="baseline")[0]
+    'full scores best: IoU 0.9 vs 0.2 for the untuned baseline (+0.7, noise ±0).'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vlmtune.report.stats import Estimate, beyond_noise, difference
+
+ADAPTERS = ("lora", "dora")
+FORMAT_DROP = 0.05  # smallest compliance fall worth a sentence
+FORMAT_FLOOR = 0.9  # without a baseline: compliance below this is flagged
+
+
+@dataclass
+class Entry:
+    """One variant's numbers for one task (per-sample dicts are keyed by item id)."""
+
+    name: str
+    label: str
+    kind: str  # untuned | shots | full | freeze | lora | dora | qlora
+    r: int | None = None
+    score: float | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    compliance: float | None = None
+    compliance_scores: dict[str, float] = field(default_factory=dict)
+    general: float | None = None
+    general_scores: dict[str, float] = field(default_factory=dict)
+    peak_bytes: int | None = None
+    trainable: int | None = None
+
+    @property
+    def trained(self) -> bool:
+        return self.kind not in ("untuned", "shots")
+
+
+def _flat(value: float, n: int) -> dict[str, float]:
+    """``n`` items all scoring ``value`` (for examples and tests)."""
+    return {f"i{k}": value for k in range(n)}
+
+
+def num(x: float) -> str:
+    """Three significant digits, no trailing zeros: 0.21, 0.613, 45.2."""
+    return f"{x:.3g}"
+
+
+def _noise(d: Estimate) -> str:
+    return "noise unknown" if d.noise is None else f"noise ±{num(d.noise)}"
+
+
+def _diff(a: Entry, b: Entry) -> Estimate:
+    return difference(a.scores, b.scores, a_value=a.score, b_value=b.score)
+
+
+def verdict(entries: list[Entry], metric: str, *, baseline: str | None = None,
+            general_metric: str | None = None) -> list[str]:
+    """Sentences for one task; ``metric``/``general_metric`` are display names ("IoU")."""
+    scored = [e for e in entries if e.score is not None]
+    base = next((e for e in scored if e.name == baseline), None)
+    out: list[str] = []
+    for rule in (_vs_baseline, _few_shot, _full_vs_adapter, _rank, _qlora):
+        out += rule(scored, base, metric)
+    out += _format(entries, base)
+    out += _forgetting(entries, base, general_metric or "metric")
+    return out
+
+
+def _vs_baseline(scored: list[Entry], base: Entry | None, metric: str) -> list[str]:
+    others = [e for e in scored if e is not base]
+    if base is None or not others:
+        return []
+    best = max(others, key=lambda e: e.score)
+    d = _diff(best, base)
+    if d.value > 0 and beyond_noise(d):
+        return [f"{best.label} scores best: {metric} {num(best.score)} vs {num(base.score)} for the "
+                f"untuned baseline (+{num(d.value)}, {_noise(d)})."]
+    return [f"No variant beats the untuned baseline ({metric} {num(base.score)}) beyond noise; the best, "
+            f"{best.label}, differs by {num(d.value)} ({_noise(d)})."]
+
+
+def _few_shot(scored: list[Entry], base: Entry | None, metric: str) -> list[str]:
+    shots = [e for e in scored if e.kind == "shots"]
+    if not shots:
+        return []
+    best = max(shots, key=lambda e: e.score)
+    out = []
+    if base is not None:
+        d = _diff(best, base)
+        if d.value > 0 and beyond_noise(d):
+            out.append(f"{best.label} prompting alone raises {metric} from {num(base.score)} to "
+                       f"{num(best.score)} (+{num(d.value)}): try it before training.")
+    trained = [e for e in scored if e.trained]
+    if trained:
+        top = max(trained, key=lambda e: e.score)
+        d = _diff(top, best)
+        if not beyond_noise(d):
+            out.append(f"No fine-tune beats {best.label} prompting beyond noise ({top.label} "
+                       f"{num(top.score)} vs {num(best.score)}, {_noise(d)}): in-context examples may be enough.")
+        elif d.value > 0:
+            out.append(f"{top.label} beats {best.label} prompting by {num(d.value)} {metric}: "
+                       "training pays off over in-context examples.")
+    return out
+
+
+def _full_vs_adapter(scored: list[Entry], base: Entry | None, metric: str) -> list[str]:
+    fulls = [e for e in scored if e.kind == "full"]
+    adapters = [e for e in scored if e.kind in ADAPTERS]
+    if not fulls or not adapters:
+        return []
+    full = max(fulls, key=lambda e: e.score)
+    ad = max(adapters, key=lambda e: e.score)
+    d = _diff(full, ad)
+    if beyond_noise(d) and d.value > 0:
+        return [f"{full.label} beats {ad.label} by {num(d.value)} {metric} ({_noise(d)}): the task looks "
+                "high-rank; try a higher r or adapters on more modules, or keep full fine-tuning."]
+    if beyond_noise(d):
+        return [f"{ad.label} beats {full.label} by {num(-d.value)} {metric} ({_noise(d)}): full "
+                "fine-tuning may overfit or need a lower learning rate."]
+    share = ""
+    if ad.trainable and full.trainable:
+        share = f", training {num(100 * ad.trainable / full.trainable)}% of the parameters {full.label} trains"
+    return [f"{ad.label} is within noise of {full.label} ({num(ad.score)} vs {num(full.score)}{share}): "
+            "a low-rank update suffices."]
+
+
+def _rank(scored: list[Entry], base: Entry | None, metric: str) -> list[str]:
+    loras = sorted((e for e in scored if e.kind == "lora" and e.r), key=lambda e: e.r)
+    if len({e.r for e in loras}) < 2:
+        return []
+    low, high = loras[0], loras[-1]
+    d = _diff(high, low)
+    if beyond_noise(d) and d.value > 0:
+        return [f"Raising the LoRA rank from r={low.r} to r={high.r} gains {num(d.value)} {metric} "
+                f"({_noise(d)})."]
+    if beyond_noise(d):
+        return [f"{low.label} beats {high.label} by {num(-d.value)} {metric}: a higher rank did not help."]
+    return [f"{low.label} is within noise of {high.label} ({num(low.score)} vs {num(high.score)}): "
+            "rank is not the bottleneck."]
+
+
+def _qlora(scored: list[Entry], base: Entry | None, metric: str) -> list[str]:
+    loras = [e for e in scored if e.kind == "lora"]
+    out = []
+    for q in (e for e in scored if e.kind == "qlora"):
+        if not loras:
+            break
+        ref = min(loras, key=lambda e: (abs((e.r or 0) - (q.r or 0)), -(e.r or 0)))
+        d = _diff(q, ref)
+        memory = ""
+        if q.peak_bytes and ref.peak_bytes:
+            memory = f" at {q.peak_bytes / ref.peak_bytes:.0%} of its peak memory"
+        if not beyond_noise(d):
+            out.append(f"{q.label} is within noise of {ref.label} ({num(q.score)} vs {num(ref.score)}){memory}.")
+        elif d.value < 0:
+            out.append(f"{q.label} loses {num(-d.value)} {metric} against {ref.label} ({_noise(d)}){memory}.")
+        else:
+            out.append(f"{q.label} beats {ref.label} by {num(d.value)} {metric} ({_noise(d)}){memory}.")
+    return out
+
+
+def _format(entries: list[Entry], base: Entry | None) -> list[str]:
+    out, low = [], []
+    for e in entries:
+        if e.compliance is None:
+            continue
+        if e is not base and base is not None and base.compliance is not None:
+            d = difference(e.compliance_scores, base.compliance_scores,
+                           a_value=e.compliance, b_value=base.compliance)
+            if -d.value >= FORMAT_DROP and beyond_noise(d):
+                out.append(f"Format compliance fell from {num(base.compliance)} to {num(e.compliance)} "
+                           f"for {e.label}.")
+                continue
+        if e.compliance < FORMAT_FLOOR:
+            low.append(f"{e.label} ({num(e.compliance)})")
+    if low:
+        out.append(f"Format compliance is below {FORMAT_FLOOR:g} for {', '.join(low)}: answers often "
+                   "miss the expected format.")
+    return out
+
+
+def _forgetting(entries: list[Entry], base: Entry | None, metric: str) -> list[str]:
+    if base is None or base.general is None:
+        return []
+    measured = [e for e in entries if e is not base and e.general is not None]
+    out = []
+    for e in measured:
+        d = difference(e.general_scores, base.general_scores, a_value=e.general, b_value=base.general)
+        if d.value < 0 and beyond_noise(d):
+            out.append(f"{e.label} forgets: general {metric} fell by {num(-d.value)} "
+                       f"({num(base.general)} -> {num(e.general)}, {_noise(d)}).")
+    if measured and not out:
+        out.append(f"No variant loses general ability beyond noise (general {metric}, "
+                   f"baseline {num(base.general)}).")
+    return out

@@ -1,0 +1,158 @@
+"""The report built from fake run dirs: table, plots, samples, verdict, self-containment."""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+from html.parser import HTMLParser
+
+import pytest
+
+from vlmtune.report import build_report
+from vlmtune.report.loading import load_grid_runs
+from vlmtune.report.summary import summarize
+from vlmtune.report.table import fmt_bytes, fmt_count, fmt_seconds, table_rows
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+class _Tables(HTMLParser):
+    """Collect tables (rows of cell texts) and img srcs from HTML."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self.images: list[str] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "img":
+            self.images.append(dict(attrs)["src"])
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def parse(html: str) -> _Tables:
+    parser = _Tables()
+    parser.feed(html)
+    return parser
+
+
+def test_formatting_helpers():
+    assert fmt_bytes(512) == "512 B" and fmt_bytes(1.5 * 2**30) == "1.5 GiB" and fmt_bytes(None) == "—"
+    assert fmt_count(200_000) == "200k" and fmt_count(12) == "12"
+    assert fmt_seconds(42) == "42 s" and fmt_seconds(3725) == "1h 02m"
+
+
+def test_table_has_every_variant_and_column(fake_grid):
+    header, rows = table_rows(summarize(load_grid_runs(fake_grid)))
+    assert header == ["variant", "method", "trainable params", "grounding IoU", "grounding format",
+                      "general Δ (vqa exact match)", "peak memory", "train time", "train samples/s",
+                      "size on disk", "latency"]
+    by = {r[0]: dict(zip(header, r)) for r in rows}
+    assert list(by) == ["baseline", "3-shot", "lora-r8", "lora-r16", "qlora-r16", "full"]  # grid order
+    assert by["baseline"]["method"] == "untuned" and by["3-shot"]["method"] == "3-shot"
+    assert by["qlora-r16"]["method"] == "QLoRA r=16" and by["lora-r16"]["trainable params"] == "200k (1.7%)"
+    assert by["baseline"]["general Δ (vqa exact match)"].startswith("ref ")
+    assert by["full"]["general Δ (vqa exact match)"].startswith("-0.")
+    assert re.fullmatch(r"0\.\d+ ± 0\.\d+", by["lora-r16"]["grounding IoU"])
+    assert by["full"]["grounding format"] == "0.75"
+    assert by["qlora-r16"]["peak memory"] == "512.0 MiB" and by["baseline"]["peak memory"] == "—"
+    assert by["full"]["size on disk"].startswith("model ") and by["lora-r8"]["size on disk"].startswith("adapter ")
+    assert by["full"]["train time"] == "2m 22s" and by["full"]["latency"] == "0.06 s"
+
+
+def test_html_is_self_contained_and_complete(built_report):
+    html = built_report["html"].read_text()
+    assert "<script" not in html and "<link" not in html
+    assert not re.search(r"""(src|href)=["']?(https?:|//)""", html)
+    parsed = parse(html)
+    results = parsed.tables[0]
+    assert results[0][:3] == ["variant", "method", "trainable params"] and len(results) == 7
+    assert all(src.startswith("data:image/png;base64,") for src in parsed.images)
+    plots = [s for s in parsed.images if base64.b64decode(s.split(",", 1)[1]).startswith(PNG)]
+    assert len(plots) == len(parsed.images) >= 4 + 6  # 4 plots + 6 thumbnails
+    answers = parsed.tables[1]
+    assert answers[0] == ["variant", "answer", "score"] and answers[1][0] == "reference"
+    assert [r[0] for r in answers[2:]] == ["untuned", "3-shot", "LoRA r=8", "LoRA r=16", "QLoRA r=16", "full"]
+
+
+def test_verdict_cites_the_story(built_report):
+    html = built_report["html"].read_text()
+    verdict = html.split('id="verdict"')[1].split("</ul>")[0]
+    assert "full scores best: IoU" in verdict
+    assert "full beats LoRA r=16 by" in verdict and "high-rank" in verdict
+    assert "QLoRA r=16 is within noise of LoRA r=16" in verdict and "48% of its peak memory" in verdict
+    assert "Format compliance fell from 0.95 to 0.75 for full." in verdict
+    assert "full forgets: general exact match fell by" in verdict
+
+
+def test_markdown_links_existing_pngs(built_report, fake_grid):
+    md = built_report["md"].read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert {"metric-vs-params-grounding.png", "metric-vs-memory-grounding.png", "loss-curves.png",
+            "forgetting.png"} <= set(links)
+    for link in links:
+        assert (fake_grid / link).read_bytes().startswith(PNG), link
+    assert "| variant | method | trainable params |" in md
+    assert "Format compliance fell from 0.95 to 0.75 for full." in md
+    assert "<\\|user\\|>" in md  # pipes in outputs do not break the tables
+
+
+def test_partial_grid_still_reports(fake_grid, tmp_path):
+    grid = tmp_path / "g"
+    shutil.copytree(fake_grid, grid)
+    for name in ("3-shot", "full"):
+        (grid / name / "metrics.json").unlink()
+        (grid / name / "predictions.jsonl").unlink()
+    shutil.rmtree(grid / "qlora-r16")
+    paths = build_report(grid)
+    md = paths["md"].read_text()
+    assert "Not evaluated yet (no metrics.json): 3-shot, full." in md
+    assert "QLoRA" not in md and "full beats" not in md
+    assert "LoRA r=16 scores best" in md
+
+
+def test_report_without_baseline_or_general_set(fake_grid, tmp_path):
+    grid = tmp_path / "g"
+    shutil.copytree(fake_grid, grid, ignore=shutil.ignore_patterns("baseline", "3-shot", "grid.yaml"))
+    paths = build_report(grid)
+    html = paths["html"].read_text()
+    assert "general Δ" in html and "forgets" not in html and "untuned baseline" not in html
+    assert "full beats LoRA r=16 by" in html
+
+
+def test_not_a_grid_dir_is_a_clear_error(tmp_path):
+    from vlmtune.errors import RunDirError
+
+    with pytest.raises(RunDirError, match="no run directories"):
+        build_report(tmp_path)
+    with pytest.raises(RunDirError, match="no such grid directory"):
+        build_report(tmp_path / "missing")
+
+
+def test_cli_report_rebuilds(fake_grid, tmp_path):
+    from typer.testing import CliRunner
+
+    from vlmtune.cli import app
+
+    grid = tmp_path / "g"
+    shutil.copytree(fake_grid, grid)
+    (grid / "report.html").unlink(missing_ok=True)
+    result = CliRunner().invoke(app, ["report", str(grid)])
+    assert result.exit_code == 0, result.output
+    assert (grid / "report.html").is_file() and (grid / "report.md").is_file()
