@@ -30,12 +30,15 @@ class Dims:
     """Model sizes for a tiny build; vision and text towers share width and depth.
 
     Heads are 16 wide (1 head at hidden 16, 2 at 32, ...), text attention uses one KV
-    head so grouped-query attention is exercised from hidden 32 up.
+    head by default so grouped-query attention is exercised from hidden 32 up. Set
+    ``kv_heads`` (and hidden 64) for bitsandbytes' CPU 4-bit kernels, which need every
+    quantised layer's output width to be a multiple of 32.
     """
 
     hidden: int
     layers: int
     image_size: int
+    text_kv_heads: int = 1
 
     def __post_init__(self):
         if self.hidden < 16 or self.hidden % 16:
@@ -44,6 +47,8 @@ class Dims:
             raise ValueError(f"layers must be >= 2 (vision_feature_layer=-2 needs two), got {self.layers}")
         if self.image_size < 2 * PATCH or self.image_size % (2 * PATCH):
             raise ValueError(f"image_size must be a multiple of {2 * PATCH}, got {self.image_size}")
+        if self.text_kv_heads < 1 or self.heads % self.text_kv_heads:
+            raise ValueError(f"kv_heads must divide the {self.heads} attention heads, got {self.text_kv_heads}")
 
     @property
     def heads(self) -> int:
@@ -55,7 +60,7 @@ class Dims:
 
     @property
     def kv_heads(self) -> int:
-        return 1
+        return self.text_kv_heads
 
     @property
     def ffn(self) -> int:

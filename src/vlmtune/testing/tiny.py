@@ -125,13 +125,15 @@ def build_tiny(
     corpus: Iterable[str] | None = None,
     vocab_size: int = 1024,
     image_size: int | None = None,
+    kv_heads: int = 1,
 ) -> Path:
     """Write a tiny, randomly initialised checkpoint of ``family`` into ``out_dir``.
 
     ``family`` is a transformers ``model_type`` from ``TINY_FAMILIES``. ``hidden`` (a
     multiple of 16) and ``layers`` apply to both towers; ``image_size`` (a multiple of 16)
     is the side the image processor resizes to (default per family, 32 or 64 px);
-    ``corpus`` replaces the built-in tokenizer corpus. The same arguments give the same
+    ``corpus`` replaces the built-in tokenizer corpus; ``kv_heads`` (dividing hidden/16)
+    sets the decoder's key/value heads. The same arguments give the same
     weights and tokenizer. Returns ``Path(out_dir)``.
 
     Example:
@@ -142,7 +144,8 @@ def build_tiny(
     if family not in recipes:
         raise ValueError(f"unknown tiny family {family!r}; choose one of {', '.join(TINY_FAMILIES)}")
     recipe = recipes[family]
-    dims = Dims(hidden=hidden, layers=layers, image_size=image_size or DEFAULT_IMAGE_SIZE[family])
+    dims = Dims(hidden=hidden, layers=layers, image_size=image_size or DEFAULT_IMAGE_SIZE[family],
+                text_kv_heads=kv_heads)
     tokenizer = build_hf_tokenizer(recipe.tokens, corpus, vocab_size)
     processor = recipe.processor(tokenizer, recipe.template, dims)
     config = recipe.config(processor.tokenizer, dims)

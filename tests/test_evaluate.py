@@ -1,0 +1,72 @@
+"""The evaluator: batched greedy generation equals one-by-one; untuned, k-shot and tuned
+models are scored by the same code; the general set is scored beside the task."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+from vlmtune.data.schema import load_samples
+from vlmtune.evaluate import build_prompt, evaluate, shots_for
+from vlmtune.families import get_family
+from vlmtune.generate import Generator
+from vlmtune.testing.tiny import TINY_FAMILIES
+from vlmtune.train import train
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_batched_generation_equals_one_by_one(family, tiny_factory, shapes_data):
+    path = tiny_factory(family)
+    model = AutoModelForImageTextToText.from_pretrained(path).eval()
+    processor = AutoProcessor.from_pretrained(path)
+    fam = get_family(AutoConfig.from_pretrained(path).model_type)
+    generator = Generator(model, processor, fam, max_new_tokens=6)
+    samples = load_samples(shapes_data / "test.jsonl")[:4]  # vqa and grounding prompts of unequal length
+    prompts = [build_prompt(s, []) for s in samples]
+    batched = generator([p[0] for p in prompts], [p[1] for p in prompts])
+    single = [generator([p[0]], [p[1]])[0] for p in prompts]
+    assert [g.text for g in batched] == [g.text for g in single]
+    assert len({len(p[0][-1]["content"][-1]["text"]) for p in prompts}) > 1
+
+
+def test_shots_are_same_task_and_never_the_sample(shapes_data):
+    pool = load_samples(shapes_data / "train.jsonl")
+    query = load_samples(shapes_data / "test_grounding.jsonl")[0]
+    shots = shots_for(query, pool, 3, seed=0)
+    assert len(shots) == 3 and {s.task for s in shots} == {"grounding"}
+    assert shots == shots_for(query, pool, 3, seed=0)
+    messages, images = build_prompt(query, shots)
+    assert [m["role"] for m in messages] == ["user", "assistant"] * 3 + ["user"]
+    assert len(images) == 4
+
+
+def test_untuned_fewshot_and_tuned_with_general_set(tiny_factory, run_config, shapes_data, tmp_path):
+    model = tiny_factory("qwen2_vl")
+    evaluation = {"test": str(shapes_data / "test_grounding.jsonl"), "general": str(shapes_data / "test_vqa.jsonl"),
+                  "max_new_tokens": 8}
+    base = evaluate(run_config(model, eval=evaluation), out=tmp_path / "base")
+    shot = evaluate(run_config(model, eval={**evaluation, "shots": 2}), out=tmp_path / "2shot")
+    cfg = run_config(model, eval=evaluation, train={"max_steps": 3})
+    run = train(cfg)
+    tuned = evaluate(cfg, run=run, out=run)
+    merged = evaluate(run_config(model, eval={**evaluation, "merge": True}, train={"max_steps": 3}),
+                      run=run, out=tmp_path / "merged")
+    for result in (base, shot, tuned, merged):
+        grounding = result["tasks"]["grounding"]
+        assert {"iou", "iou_acc@0.5", "iou_unparseable", "format_compliance"} <= grounding.keys()
+        assert "exact_match" in result["general"]["vqa"]
+    assert shot["shots"] == 2 and "<|im_start|>assistant" in _first_prompt(tmp_path / "2shot")
+    assert tuned["adapter"] and not base["adapter"]
+    assert [p["prediction"] for p in _rows(run)] == [p["prediction"] for p in _rows(tmp_path / "merged")]
+    with pytest.raises(Exception, match="--overwrite"):
+        evaluate(cfg, run=run, out=run)
+
+
+def _rows(folder):
+    return [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+
+
+def _first_prompt(folder):
+    return _rows(folder)[0]["prompt"]
