@@ -164,6 +164,49 @@ def data_convert(src: Path = typer.Argument(..., help="input file (LLaVA/ShareGP
     console.print(f"wrote {n} samples to {out}")
 
 
+@data_app.command("synth")
+def data_synth(out: Path = typer.Option(..., "--out", help="dataset root to write"),
+               tasks: str = typer.Option("caption,vqa,mc,grounding,text", "--tasks",
+                                         help="comma-separated: caption,vqa,mc,mc_text,grounding,text"),
+               n: int = typer.Option(2000, "--n", help="samples per task (before the train/val/test split)"),
+               seed: int = typer.Option(0, "--seed"),
+               image_size: int = typer.Option(64, "--image-size")) -> None:
+    """Generate the synthetic shapes world (deterministic for a seed)."""
+    from vlmtune.data.synth import synth
+
+    files = synth(out, tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), n=n, seed=seed,
+                  image_size=image_size)
+    console.print(f"wrote {len(files)} files to {out}: " + ", ".join(sorted(p.name for p in files.values())))
+
+
+@zoo_app.command("tiny")
+def zoo_tiny(family: str = typer.Argument(..., help="model_type, e.g. qwen2_vl, llava, idefics3"),
+             out: Path = typer.Option(..., "--out", help="checkpoint directory to write"),
+             hidden: int = typer.Option(64, "--hidden", help="width of both towers (multiple of 16)"),
+             kv_heads: int = typer.Option(2, "--kv-heads", help="decoder key/value heads"),
+             seed: int = typer.Option(0, "--seed")) -> None:
+    """Build a tiny random-weight checkpoint of a real architecture (for trying the pipeline).
+
+    The defaults (hidden 64, 2 KV heads) suit bitsandbytes' CPU kernels, so QLoRA runs too.
+    """
+    from vlmtune.testing import build_tiny
+
+    try:
+        build_tiny(family, out, hidden=hidden, kv_heads=kv_heads, seed=seed)
+    except ValueError as err:
+        raise VlmtuneError(str(err)) from None
+    console.print(f"wrote a tiny {family} checkpoint to {out}")
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="where data, runs and the report go")) -> None:
+    """The embedded default: baseline vs LoRA r=2/r=16, QLoRA r=16 and full on grounding, offline."""
+    from vlmtune.demo import run_demo
+
+    outcome = run_demo(out, console=console)
+    console.print(f"[green]demo done[/green]: open {outcome.report['html']}")
+
+
 @zoo_app.command("build")
 def zoo_build(out: Path = typer.Option(Path("tiny-shapes"), "--out", help="where to write the checkpoint"),
               minutes: Optional[float] = typer.Option(None, "--minutes",
