@@ -109,3 +109,14 @@ def test_qlora_quantizes_the_decoder_only_and_trains(qlora_ready, run_config, bi
         report = merge_run(run, tmp_path / "merged", dequantize=True)
         assert report["merged_into"] == "dequantized base"
         assert "quantized_merge_max_abs_diff" in report
+
+
+def test_gradient_checkpointing_gives_the_same_loss(qwen, run_config):
+    plain = train(run_config(qwen, name="plain", train={"max_steps": 2}))
+    ckpt = train(run_config(qwen, name="ckpt", train={"max_steps": 2, "gradient_checkpointing": True}))
+
+    def losses(run):
+        return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
+                if "loss" in json.loads(line)]
+
+    assert losses(plain) == pytest.approx(losses(ckpt), abs=1e-5)

@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 
 from vlmtune import checkpoint as ckpt
 from vlmtune.checkpoint import latest_checkpoint
-from vlmtune.errors import RunDirError
+from vlmtune.errors import RunDirError, VlmtuneError
 from vlmtune.train import train
 
 
@@ -56,3 +56,13 @@ def test_torn_checkpoint_is_skipped(tiny_factory, run_config):
     newest = latest_checkpoint(run / "checkpoints")
     (newest / "trainable.safetensors").write_bytes(b"torn")
     assert latest_checkpoint(run / "checkpoints").name == "step-000002"
+
+
+def test_resume_refuses_a_different_config(tiny_factory, run_config):
+    cfg = run_config(tiny_factory("qwen2_vl"), train={"max_steps": 2})
+    train(cfg)
+    changed = run_config(tiny_factory("qwen2_vl"), method={"r": 4}, train={"max_steps": 4})
+    with pytest.raises(VlmtuneError, match="method.r: 8 -> 4"):
+        train(changed, resume=True)
+    longer = train(run_config(tiny_factory("qwen2_vl"), train={"max_steps": 3}), resume=True)
+    assert (longer / "checkpoints" / "step-000003").is_dir()

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import yaml
 
 from vlmtune import checkpoint as ckpt
 from vlmtune.atomic import dir_bytes, staged_dir, write_json, write_text
@@ -94,8 +95,39 @@ def _save_artefacts(run: Path, model: Any, processor: Any, cfg: RunConfig, accel
     return target
 
 
+# Settings a resumed run may change; anything else would make the resumed run a different run.
+RESUMABLE_CHANGES = {"train.max_steps", "train.epochs", "train.checkpoint_every", "train.keep_checkpoints",
+                     "train.eval_every", "train.log_every"}
+
+
+def _check_resume_config(run: Path, cfg: RunConfig) -> None:
+    saved_path = run / "config.yaml"
+    if not saved_path.is_file():
+        return
+    saved = _flatten(yaml.safe_load(saved_path.read_text()))
+    now = _flatten(cfg.model_dump(mode="json"))
+    changed = sorted(k for k in saved.keys() | now.keys()
+                     if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+        detail = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:4])
+        raise VlmtuneError(f"{saved_path}: cannot resume with a different config ({detail}); "
+                           "use --overwrite to start again or another name")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Path:
     run = open_run_dir(cfg.run_dir, overwrite=overwrite, resume=resume)
+    if resume:
+        _check_resume_config(run, cfg)
     accelerator = make_accelerator(cfg)
     main = accelerator.is_main_process
     torch.manual_seed(cfg.train.seed)
