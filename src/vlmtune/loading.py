@@ -101,4 +101,72 @@ def load_base(cfg: ModelConfig, *, quantization: dict | None = None,
     model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
     if device is not None and not quantization:
         model.to(device)
-    return model, load_processor(path, cfg), family
+    processor = load_processor(path, cfg)
+    check_vocab(model, processor, path)
+    return model, processor, family
+
+
+def check_vocab(model: Any, processor: Any, path: str) -> None:
+    """A tokenizer with ids beyond the embedding table would index out of range mid-training."""
+    rows = model.get_input_embeddings().num_embeddings
+    size = len(processor.tokenizer)
+    if size > rows:
+        raise InputError(f"tokenizer/processor mismatch: the tokenizer has {size} tokens but the model's "
+                         f"embedding has {rows} rows (processor files from another model?)", file=path,
+                         field="tokenizer")
+
+
+BASE_SIGNATURE = "vlmtune_base.json"
+
+
+def logical_numel(param: Any) -> int:
+    """Elements a parameter stands for: bitsandbytes 4-bit packs two per stored byte."""
+    return param.numel() * (2 if param.__class__.__name__ == "Params4bit" else 1)
+
+
+def base_signature(model: Any) -> dict[str, Any]:
+    """What an adapter needs of its base: the architecture and its exact size. Two models
+    with the same module names and widths (a LoRA would load silently) still differ here."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    params = sum(logical_numel(p) for n, p in base.named_parameters() if "lora_" not in n
+                 and ".modules_to_save." not in n and ".original_module." not in n)
+    return {"model_type": base.config.model_type, "architectures": list(base.config.architectures or []),
+            "embedding_rows": base.get_input_embeddings().num_embeddings, "parameters": int(params),
+            "name_or_path": str(getattr(base.config, "_name_or_path", ""))}
+
+
+def _check_signature(model: Any, adapter: Path) -> None:
+    import json
+
+    path = adapter / BASE_SIGNATURE
+    if not path.is_file():
+        return  # an adapter trained elsewhere: PEFT's own shape checks still apply
+    saved, now = json.loads(path.read_text()), base_signature(model)
+    for key in ("model_type", "embedding_rows", "parameters"):
+        if saved.get(key) != now[key]:
+            raise InputError(f"adapter was trained on another base model ({key}: {saved.get(key)!r}, this base: "
+                             f"{now[key]!r}; trained on {saved.get('name_or_path')!r})", file=path, field=key)
+
+
+def attach_adapter(model: Any, adapter: str | Path, name: str = "default") -> Any:
+    """Load a PEFT adapter onto ``model`` (wrapping it on first use); a clear error if the
+    adapter was trained on another base."""
+    import json
+
+    from peft import PeftModel
+
+    config_file = Path(adapter) / "adapter_config.json"
+    if not config_file.is_file():
+        raise InputError("not a PEFT adapter (no adapter_config.json)", file=adapter, field="adapter")
+    trained_on = json.loads(config_file.read_text()).get("base_model_name_or_path")
+    _check_signature(model, Path(adapter))
+    try:
+        if isinstance(model, PeftModel):
+            model.load_adapter(str(adapter), adapter_name=name)
+            return model
+        return PeftModel.from_pretrained(model, str(adapter), adapter_name=name)
+    except (RuntimeError, ValueError, KeyError) as err:
+        lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
+        first = next((ln for ln in lines if "mismatch" in ln or "not found" in ln), lines[0] if lines else "")[:200]
+        raise InputError(f"adapter does not fit this base model (it was trained on {trained_on!r}): {first}",
+                         file=config_file, field="base_model_name_or_path") from None

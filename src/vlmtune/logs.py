@@ -21,9 +21,16 @@ from vlmtune.atomic import write_jsonl
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Logged rows; a line torn by a crash mid-write (only the last can be) is dropped."""
     if not Path(path).is_file():
         return []
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
 
 
 class RunLog:

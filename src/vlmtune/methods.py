@@ -26,7 +26,7 @@ from torch import nn
 
 from vlmtune.config import ROLES, RunConfig
 from vlmtune.families.base import Family
-from vlmtune.loading import load_base
+from vlmtune.loading import load_base, logical_numel
 
 
 def prepare(cfg: RunConfig, *, device: torch.device | None = None) -> tuple[nn.Module, Any, Family]:
@@ -133,9 +133,7 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     for name, param in model.named_parameters():
         if ".original_module." in name:  # PEFT keeps the frozen original beside a trained copy
             continue
-        n = param.numel()
-        if hasattr(param, "quant_state") or param.__class__.__name__ == "Params4bit":
-            n *= 2  # two 4-bit values per stored byte
+        n = logical_numel(param)
         total += n
         if param.requires_grad:
             trainable += n

@@ -15,7 +15,7 @@ from pathlib import Path
 from vlmtune.config import ModelConfig
 from vlmtune.errors import InputError
 from vlmtune.generate import Generator
-from vlmtune.loading import load_base
+from vlmtune.loading import attach_adapter, load_base
 
 
 def _message(prompt: str, n_images: int) -> list[dict]:
@@ -43,23 +43,16 @@ def predict(model_path: str, adapters: list[str], images: list[str], prompt: str
     conversation, pictures = _message(prompt, len(images)), _open(images)
     answers = {"base": Generator(model, processor, family, max_new_tokens=max_new_tokens)(
         [conversation], [pictures])[0].text}
-    names = []
+    names: list[str] = []
     for path in adapters:
-        if not (Path(path) / "adapter_config.json").is_file():
-            raise InputError("not a PEFT adapter (no adapter_config.json)", file=path, field="--adapter")
         name = Path(path).resolve().parent.name if Path(path).name == "adapter" else Path(path).name
         while name in names or name == "base":
             name += "'"
         names.append(name)
-    if adapters:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapters[0], adapter_name=names[0])
-        for path, name in zip(adapters[1:], names[1:]):
-            model.load_adapter(path, adapter_name=name)
-        model.eval()
-        for name in names:
-            model.set_adapter(name)
-            generator = Generator(model, processor, family, max_new_tokens=max_new_tokens)
-            answers[name] = generator([conversation], [pictures])[0].text
+        model = attach_adapter(model, path, name)
+    model.eval()
+    for name in names:
+        model.set_adapter(name)
+        generator = Generator(model, processor, family, max_new_tokens=max_new_tokens)
+        answers[name] = generator([conversation], [pictures])[0].text
     return answers

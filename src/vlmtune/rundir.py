@@ -19,20 +19,31 @@ from vlmtune.errors import RunDirError
 MARKER = "config.yaml"
 
 
+def check_run_dir(path: Path, *, overwrite: bool, resume: bool) -> bool:
+    """Raise if ``path`` may not be used; True if it holds a run to resume. Writes nothing,
+    so a command can validate all its input before it touches the disk."""
+    path = Path(path)
+    if path.is_file():
+        raise RunDirError(f"{path}: run directory path is a file")
+    if not (path.exists() and any(path.iterdir())):
+        return False
+    if not (path / MARKER).is_file():
+        what = "cannot resume" if resume else "refusing to overwrite"
+        raise RunDirError(f"{path}: {what}: not a vlmtune run directory (no {MARKER})")
+    if resume:
+        return True
+    if not overwrite:
+        raise RunDirError(f"{path}: run directory exists; pass --overwrite to replace it, "
+                          "--resume to continue it, or choose another name")
+    return False
+
+
 def open_run_dir(path: Path, *, overwrite: bool, resume: bool) -> Path:
     """Create (or reuse, when resuming) a run directory; refuse to clobber one."""
     path = Path(path)
+    if check_run_dir(path, overwrite=overwrite, resume=resume):
+        return path
     if path.exists() and any(path.iterdir()):
-        if resume:
-            if not (path / MARKER).is_file():
-                raise RunDirError(f"{path}: cannot resume: not a vlmtune run directory (no {MARKER})")
-            return path
-        if not overwrite:
-            raise RunDirError(f"{path}: run directory exists; pass --overwrite to replace it, "
-                              "--resume to continue it, or choose another name")
-        if not (path / MARKER).is_file():
-            raise RunDirError(f"{path}: refusing to overwrite a directory that is not a vlmtune run "
-                              f"(no {MARKER})")
         shutil.rmtree(path)
     try:
         path.mkdir(parents=True, exist_ok=True)

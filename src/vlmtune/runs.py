@@ -17,7 +17,7 @@ import yaml
 
 from vlmtune.config import RunConfig, build_config
 from vlmtune.errors import RunDirError
-from vlmtune.loading import load_base, load_processor
+from vlmtune.loading import attach_adapter, load_base, load_processor
 from vlmtune.methods import quantization_of
 
 
@@ -36,11 +36,9 @@ def load_trained(run: Path, *, quantized: bool = True, device: Any = None) -> tu
     run = Path(run)
     cfg = load_run_config(run)
     if (run / "adapter").is_dir():
-        from peft import PeftModel
-
         base, _, family = load_base(cfg.model, quantization=quantization_of(cfg) if quantized else None,
                                     device=device)
-        model = PeftModel.from_pretrained(base, run / "adapter")
+        model = attach_adapter(base, run / "adapter")
         processor = load_processor(str(run / "adapter"), cfg.model)
     elif (run / "model").is_dir():
         full = cfg.model.model_copy(update={"path": str(run / "model")})

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -30,10 +31,11 @@ from vlmtune.data.dataset import EncodedDataset
 from vlmtune.data.encode import IGNORE, image_token_ids
 from vlmtune.data.schema import load_samples
 from vlmtune.errors import DataError, VlmtuneError
+from vlmtune.loading import BASE_SIGNATURE, base_signature
 from vlmtune.logs import RunLog
 from vlmtune.measure import Throughput, machine_info, peak_memory, reset_peak
 from vlmtune.methods import count_parameters, prepare, trainable_by_role
-from vlmtune.rundir import open_run_dir
+from vlmtune.rundir import check_run_dir, open_run_dir
 from vlmtune.steps import StepPlan
 
 
@@ -89,9 +91,12 @@ def _to(value: Any, device: torch.device) -> Any:
 def _save_artefacts(run: Path, model: Any, processor: Any, cfg: RunConfig, accelerator: Any) -> Path:
     """Adapter (PEFT format) or full model (HF format), each with the processor."""
     target = run / ("adapter" if cfg.method.uses_adapter else "model")
+    unwrapped = accelerator.unwrap_model(model)
     with staged_dir(target) as tmp:
-        accelerator.unwrap_model(model).save_pretrained(tmp, safe_serialization=True)
+        unwrapped.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
+        if cfg.method.uses_adapter:
+            write_json(tmp / BASE_SIGNATURE, base_signature(unwrapped))
     return target
 
 
@@ -125,22 +130,25 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Path:
-    run = open_run_dir(cfg.run_dir, overwrite=overwrite, resume=resume)
-    if resume:
-        _check_resume_config(run, cfg)
+    if not cfg.data.train:
+        raise VlmtuneError("data.train: no training set given")
+    resuming = check_run_dir(cfg.run_dir, overwrite=overwrite, resume=resume)  # fail before any work
+    if resuming:
+        _check_resume_config(cfg.run_dir, cfg)
     accelerator = make_accelerator(cfg)
     main = accelerator.is_main_process
     torch.manual_seed(cfg.train.seed)
     reset_peak(accelerator.device)
-    if not cfg.data.train:
-        raise VlmtuneError("data.train: no training set given")
     model, processor, family = prepare(cfg, device=accelerator.device)
     train_data = load_split(cfg, cfg.data.train, processor, family, model.config)
     val_data = load_split(cfg, cfg.data.val, processor, family, model.config) if cfg.data.val else None
-    if main:
+    run = cfg.run_dir
+    if main:  # all input is valid: only now is anything written
+        run = open_run_dir(cfg.run_dir, overwrite=overwrite, resume=resume)
         write_text(run / "config.yaml", dump_config(cfg))
         write_json(run / "data.json", {"train": _data_stats(train_data),
                                        "val": _data_stats(val_data) if val_data else None})
+    accelerator.wait_for_everyone()
     collate = Collator(processor, cfg.data.max_length)
 
     t = cfg.train
@@ -153,7 +161,7 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
     model.train()
 
     start_step, carried = 0, {"train_seconds": 0.0, "samples": 0, "tokens": 0}
-    if resume and (last := ckpt.latest_checkpoint(run / "checkpoints")) is not None:
+    if resuming and (last := ckpt.latest_checkpoint(run / "checkpoints")) is not None:
         state = ckpt.load_checkpoint(last, accelerator.unwrap_model(model), optimizer, scheduler)
         start_step, carried = state["step"], state["carried"]
         accelerator.print(f"resumed from {last} (step {start_step})")
@@ -172,11 +180,13 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
                 n_input += int(batch["attention_mask"].sum())
                 batch = {key: _to(v, accelerator.device) for key, v in batch.items()}
                 sync = k == len(batches) - 1
-                with accelerator.no_sync(model) if not sync else _nullcontext():
+                with accelerator.no_sync(model) if not sync else nullcontext():
                     with accelerator.autocast():
                         loss = token_loss_sum(model, batch) * accelerator.num_processes / max(n_tokens, 1)
                     accelerator.backward(loss)
                 loss_value += float(loss.detach()) / accelerator.num_processes
+            if accelerator.num_processes > 1:  # the step's loss over every process's tokens
+                loss_value = float(accelerator.reduce(torch.tensor(loss_value, device=accelerator.device), "sum"))
             if not math.isfinite(loss_value):
                 raise VlmtuneError(f"loss is {loss_value} at step {step + 1}; stopped. The last good "
                                    f"checkpoint is kept in {run / 'checkpoints'}; lower train.lr or check the data")
@@ -197,27 +207,32 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
             log.advance(done, loss_value, meter.samples_per_s)
             if main and (done % t.checkpoint_every == 0 or done == plan.total_steps):
                 carried = {"train_seconds": meter.seconds, "samples": meter.samples, "tokens": meter.tokens}
-                ckpt.save_checkpoint(run / "checkpoints", done, accelerator.unwrap_model(model), optimizer,
-                                     scheduler, {"carried": carried, "epoch": plan.epoch_of(done)},
-                                     keep=t.keep_checkpoints)
+                with _saving(run, "checkpoint"):
+                    ckpt.save_checkpoint(run / "checkpoints", done, accelerator.unwrap_model(model), optimizer,
+                                         scheduler, {"carried": carried, "epoch": plan.epoch_of(done)},
+                                         keep=t.keep_checkpoints)
         final_val = None
         if val_data is not None:
             final_val = validation_loss(model, val_data, collate, t.batch_size, accelerator.device)
             log.record(plan.total_steps, {"val_loss": final_val})
     accelerator.wait_for_everyone()
     if main:
-        artefact = _save_artefacts(run, model, processor, cfg, accelerator)
+        with _saving(run, "adapter/model"):
+            artefact = _save_artefacts(run, model, processor, cfg, accelerator)
         write_json(run / "resources.json", _resources(cfg, model, family, meter, artefact, accelerator,
                                                        plan, loss_value, final_val))
     return run
 
 
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
+@contextmanager
+def _saving(run: Path, what: str) -> Iterator[None]:
+    """Turn a failed write (disk full, permissions) into one clear message; the atomic
+    writers have already removed their temporary files, so earlier checkpoints are intact."""
+    try:
+        yield
+    except OSError as err:
+        raise VlmtuneError(f"{run}: could not save the {what}: {err.strerror or err}; earlier checkpoints in "
+                           f"{run / 'checkpoints'} are intact (resume with --resume once there is room)") from None
 
 
 def _scheduler(optimizer: torch.optim.Optimizer, kind: str, warmup: int, total: int) -> Any:
