@@ -114,6 +114,16 @@ def is_complete(checkpoint: Path) -> bool:
     return True
 
 
+def remove_stale(folder: Path) -> list[str]:
+    """Delete temporary directories a killed save left behind (``.step-*.tmp``)."""
+    folder = Path(folder)
+    stale = [p for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith((".tmp", ".old"))] \
+        if folder.is_dir() else []
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return [p.name for p in stale]
+
+
 def latest_checkpoint(folder: Path) -> Path | None:
     """The newest complete checkpoint (torn ones are reported and skipped)."""
     for checkpoint in reversed(list_checkpoints(folder)):

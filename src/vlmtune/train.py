@@ -161,6 +161,8 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
     model.train()
 
     start_step, carried = 0, {"train_seconds": 0.0, "samples": 0, "tokens": 0}
+    if resuming and main:
+        ckpt.remove_stale(run / "checkpoints")
     if resuming and (last := ckpt.latest_checkpoint(run / "checkpoints")) is not None:
         state = ckpt.load_checkpoint(last, accelerator.unwrap_model(model), optimizer, scheduler)
         start_step, carried = state["step"], state["carried"]
