@@ -23,6 +23,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Dataset tools: convert format
 app.add_typer(data_app, name="data")
 zoo_app = typer.Typer(no_args_is_help=True, help="The embedded pretrained models (vlmtune/tiny-shapes).")
 app.add_typer(zoo_app, name="zoo")
+diagnose_app = typer.Typer(no_args_is_help=True, help="Diagnostics: rank of a full update, vision bottleneck, learning curve.")
+app.add_typer(diagnose_app, name="diagnose")
 console = Console(stderr=True)
 
 
@@ -46,6 +48,8 @@ def train(config: Path = typer.Argument(..., help="run config YAML"),
 
     cfg = _config(config, overrides or [], trust_remote_code)
     run = run_training(cfg, overwrite=overwrite, resume=resume)
+    if int(os.environ.get("RANK", "0")) != 0:  # one summary line per launch, from the main process
+        return
     resources = json.loads((run / "resources.json").read_text())
     console.print(f"[green]done[/green] {run}  loss {resources['final_train_loss']:.4f}  "
                   f"{resources['samples_per_s']:.1f} samples/s  "
@@ -179,6 +183,104 @@ def data_synth(out: Path = typer.Option(..., "--out", help="dataset root to writ
     console.print(f"wrote {len(files)} files to {out}: " + ", ".join(sorted(p.name for p in files.values())))
 
 
+@data_app.command("check")
+def data_check(train: Path = typer.Option(..., "--train", help="training JSONL"),
+               eval_: Path = typer.Option(..., "--eval", help="evaluation JSONL"),
+               model: Optional[str] = typer.Option(None, "--model", help="model dir or zoo name: compare the "
+                                                                         "rendered chat template too"),
+               as_json: bool = typer.Option(False, "--json", help="print findings as JSON")) -> None:
+    """Compare train and eval data formats: instructions, answer types, lengths, images."""
+    from vlmtune.diagnose.format_check import check_format
+    from vlmtune.diagnose.render import findings_table
+
+    findings = check_format(train, eval_, model=model)
+    if as_json:
+        typer.echo(json.dumps([f.to_dict() for f in findings], indent=2))
+    elif findings:
+        Console(width=max(console.width, 140)).print(findings_table(findings))
+    else:
+        console.print("[green]no format mismatch found[/green]")
+
+
+@app.command()
+def plan(model: str = typer.Option(..., "--model", help="model dir, config.json file, zoo name or cached hub id"),
+         gpu_mem: Optional[str] = typer.Option(None, "--gpu-mem", help="memory per GPU, e.g. 80GiB, 24GB"),
+         seq: int = typer.Option(2048, "--seq", help="tokens per sample, image tokens included"),
+         batch: int = typer.Option(1, "--batch"),
+         method: str = typer.Option("all", "--method", help="all|full|lora|qlora8|qlora4"),
+         lora_r: int = typer.Option(16, "--lora-r"),
+         images: int = typer.Option(1, "--images", help="images per sample"),
+         image_size: Optional[int] = typer.Option(None, "--image-size", help="image side in pixels (default 448)"),
+         dtype: str = typer.Option("bf16", "--dtype", help="bf16|fp32 weights"),
+         master_weights: bool = typer.Option(True, "--master-weights/--no-master-weights",
+                                             help="full: fp32 master copy (16 B/param) or moments in bf16"),
+         checkpointing: bool = typer.Option(False, "--gradient-checkpointing"),
+         as_json: bool = typer.Option(False, "--json")) -> None:
+    """Predict peak training memory per method from config.json alone (no weights)."""
+    from vlmtune.diagnose.memory_plan import METHODS, Workload, model_shapes, parse_size, plan_memory, vision_share
+    from vlmtune.diagnose.render import plan_table
+
+    shapes = model_shapes(model)
+    work = Workload(seq=seq, batch=batch, images=images, image_size=image_size, lora_r=lora_r,
+                    weight_bytes={"bf16": 2, "fp32": 4}.get(dtype, 2), master_weights=master_weights,
+                    gradient_checkpointing=checkpointing)
+    plans = plan_memory(shapes, work, gpu_bytes=parse_size(gpu_mem) if gpu_mem else None,
+                        methods=METHODS if method == "all" else (method,))
+    if as_json:
+        typer.echo(json.dumps({"params": shapes.by_role, "plans": [p.to_dict() for p in plans]}, indent=2))
+        return
+    Console(width=max(console.width, 140)).print(plan_table(plans, f"{model}: {shapes.total / 1e9:.2f}B params ({vision_share(shapes):.0%} vision "
+                                      f"+ projector), seq {seq} x batch {batch}, {dtype}"))
+    for note in sorted({n for p in plans for n in p.notes}):
+        console.print(f"  {note}")
+
+
+@diagnose_app.command("rank")
+def diagnose_rank(full_run: Path = typer.Option(..., "--full-run", help="run dir of a full fine-tune (has model/)"),
+                  base: Optional[str] = typer.Option(None, "--base", help="base model (default: config.yaml model.path)"),
+                  rank: int = typer.Option(16, "--rank", help="LoRA rank the verdict is about")) -> None:
+    """Singular spectrum of each ΔW: how much a rank-r LoRA could express; writes rank.json + PNG."""
+    from vlmtune.diagnose.rank import analyse_run
+
+    summary = analyse_run(full_run, base=base, rank=rank)
+    energies = "  ".join(f"r={k}: {v:.0%}" for k, v in summary["median_energy"].items())
+    console.print(f"median update energy kept  {energies}")
+    console.print(summary["verdict"])
+    console.print(f"wrote {full_run / 'rank.json'} and {summary['plot']}")
+
+
+@diagnose_app.command("vision")
+def diagnose_vision(run: Path = typer.Option(..., "--run", help="run dir to probe (adapter/ or model/)"),
+                    vision_from: Optional[Path] = typer.Option(None, "--vision-from",
+                                                               help="take the tuned vision side from this run"),
+                    max_samples: Optional[int] = typer.Option(None, "--max-samples", help="test items to use")) -> None:
+    """Swap base/tuned vision tower + projector, re-evaluate: how much gain comes from vision."""
+    from vlmtune.diagnose.vision_probe import probe_run
+
+    result = probe_run(run, vision_from=vision_from, max_samples=max_samples)
+    for task, t in result["tasks"].items():
+        cells = "  ".join(f"{k} {v:.3g}" for k, v in t["scores"].items() if v is not None)
+        console.print(f"{task} ({t['metric']}): {cells}")
+    console.print(result["verdict"])
+    console.print(f"wrote {run / 'vision_probe.json'}")
+
+
+@diagnose_app.command("curve")
+def diagnose_curve(config: Path = typer.Argument(..., help="run config YAML"),
+                   sizes: str = typer.Option(..., "--sizes", help="training-set sizes, e.g. 50,100,200,400"),
+                   out: Optional[Path] = typer.Option(None, "--out", help="dir (default: <out_dir>/<name>-curve)"),
+                   overrides: Optional[list[str]] = typer.Argument(None, help="key.sub=value overrides")) -> None:
+    """Train + evaluate at each size (resumable grid); learning_curve.json/.png: would more data help?"""
+    from vlmtune.diagnose.curve import learning_curve, parse_sizes
+
+    result = learning_curve(config, parse_sizes(sizes), out=out, overrides=overrides or [], console=console)
+    for task, t in result["tasks"].items():
+        points = "  ".join(f"n={p['n']}: {p['value']:.3g}" for p in t["points"])
+        console.print(f"{task} ({t['metric']}): {points}")
+    console.print(result["answer"])
+    console.print(f"wrote {result['plot']} and learning_curve.json")
+
+
 @zoo_app.command("tiny")
 def zoo_tiny(family: str = typer.Argument(..., help="model_type, e.g. qwen2_vl, llava, idefics3"),
              out: Path = typer.Option(..., "--out", help="checkpoint directory to write"),
@@ -219,7 +321,8 @@ def zoo_build(out: Path = typer.Option(Path("tiny-shapes"), "--out", help="where
     record = build(out, work=work, minutes=minutes)
     scores = record["scores"]
     console.print(f"[green]done[/green] {out}  {record['total_params'] / 1e6:.1f}M params, "
-                  f"{record['plan']['steps']} steps in {record['train_wall_time_s'] / 60:.1f} min; "
+                  f"{record['plan']['steps']}+{record['plan']['focus_steps']} steps in "
+                  f"{record['train_wall_time_s'] / 60:.1f} min; "
                   f"VQA EM {scores['vqa']['exact_match']:.3f}  MC {scores['mc']['mc_accuracy']:.3f}  "
                   f"grounding IoU {scores['grounding']['iou']:.3f}")
 

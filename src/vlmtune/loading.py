@@ -128,8 +128,10 @@ def base_signature(model: Any) -> dict[str, Any]:
     """What an adapter needs of its base: the architecture and its exact size. Two models
     with the same module names and widths (a LoRA would load silently) still differ here."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    # PEFT keeps the base copy of a fully trained module as ``original_module``: count it,
+    # and skip the trained copy (``modules_to_save``) and the adapters.
     params = sum(logical_numel(p) for n, p in base.named_parameters() if "lora_" not in n
-                 and ".modules_to_save." not in n and ".original_module." not in n)
+                 and ".modules_to_save." not in n)
     return {"model_type": base.config.model_type, "architectures": list(base.config.architectures or []),
             "embedding_rows": base.get_input_embeddings().num_embeddings, "parameters": int(params),
             "name_or_path": str(getattr(base.config, "_name_or_path", ""))}

@@ -30,6 +30,8 @@ from vlmtune.data.collate import Collator
 from vlmtune.data.dataset import EncodedDataset
 from vlmtune.data.encode import IGNORE, image_token_ids
 from vlmtune.data.schema import load_samples
+from vlmtune.diagnose.format_check import warn_format_mismatch
+from vlmtune.diagnose.vision_share import VisionShare
 from vlmtune.errors import DataError, VlmtuneError
 from vlmtune.loading import BASE_SIGNATURE, base_signature
 from vlmtune.logs import RunLog
@@ -40,12 +42,18 @@ from vlmtune.steps import StepPlan
 
 
 def make_accelerator(cfg: RunConfig) -> Any:
-    from accelerate import Accelerator
+    """Single process, or one of several under ``torchrun`` / ``accelerate launch`` (DDP;
+    on CPU the gloo backend, which accelerate only picks when told the run is CPU-only)."""
+    from accelerate import Accelerator, DistributedDataParallelKwargs
 
     precision = cfg.train.precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-    return Accelerator(mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision])
+    # Vision or projector weights may get no gradient in a text-only batch: DDP must allow that.
+    unused = any(cfg.trains_role(r) for r in ("vision", "projector")) or "vision" in cfg.method.lora_on
+    return Accelerator(mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision],
+                       cpu=not torch.cuda.is_available(),
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused)])
 
 
 def load_split(cfg: RunConfig, path: str, processor: Any, family: Any, model_config: Any) -> EncodedDataset:
@@ -92,6 +100,7 @@ def _save_artefacts(run: Path, model: Any, processor: Any, cfg: RunConfig, accel
     """Adapter (PEFT format) or full model (HF format), each with the processor."""
     target = run / ("adapter" if cfg.method.uses_adapter else "model")
     unwrapped = accelerator.unwrap_model(model)
+    unwrapped.config.use_cache = True  # off while training; generation wants it back
     with staged_dir(target) as tmp:
         unwrapped.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
@@ -132,11 +141,13 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Path:
     if not cfg.data.train:
         raise VlmtuneError("data.train: no training set given")
-    resuming = check_run_dir(cfg.run_dir, overwrite=overwrite, resume=resume)  # fail before any work
-    if resuming:
-        _check_resume_config(cfg.run_dir, cfg)
     accelerator = make_accelerator(cfg)
     main = accelerator.is_main_process
+    if main:  # only the main process owns the run directory; fail before any work
+        if check_run_dir(cfg.run_dir, overwrite=overwrite, resume=resume):
+            _check_resume_config(cfg.run_dir, cfg)
+            ckpt.remove_stale(cfg.run_dir / "checkpoints")
+        warn_format_mismatch(cfg)  # train vs eval answer format; prints only, never raises
     torch.manual_seed(cfg.train.seed)
     reset_peak(accelerator.device)
     model, processor, family = prepare(cfg, device=accelerator.device)
@@ -159,11 +170,10 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
     scheduler = _scheduler(optimizer, t.schedule, math.ceil(t.warmup_ratio * plan.total_steps), plan.total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
+    vision = VisionShare(model, family, plan.total_steps)  # hooks on steps 2-5 only
 
     start_step, carried = 0, {"train_seconds": 0.0, "samples": 0, "tokens": 0}
-    if resuming and main:
-        ckpt.remove_stale(run / "checkpoints")
-    if resuming and (last := ckpt.latest_checkpoint(run / "checkpoints")) is not None:
+    if resume and (last := ckpt.latest_checkpoint(run / "checkpoints")) is not None:
         state = ckpt.load_checkpoint(last, accelerator.unwrap_model(model), optimizer, scheduler)
         start_step, carried = state["step"], state["carried"]
         accelerator.print(f"resumed from {last} (step {start_step})")
@@ -173,6 +183,7 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
     with RunLog(run, plan.total_steps, start_step, enabled=main) as log:
         for step in range(start_step, plan.total_steps):
             meter.start()
+            vision.begin(step)
             batches = [collate([train_data[i] for i in idx]) for idx in plan.micro_batches(step)]
             n_tokens = sum(n_target_tokens(b) for b in batches)
             n_tokens = int(accelerator.reduce(torch.tensor(n_tokens, device=accelerator.device), "sum"))
@@ -198,6 +209,7 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             meter.stop(n_samples * accelerator.num_processes, n_input * accelerator.num_processes)
+            vision.end(step)
             done = step + 1
             row = {"loss": loss_value, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
                    "epoch": round(plan.epoch_of(done), 4), "samples_per_s": meter.samples_per_s,
@@ -221,8 +233,9 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
     if main:
         with _saving(run, "adapter/model"):
             artefact = _save_artefacts(run, model, processor, cfg, accelerator)
-        write_json(run / "resources.json", _resources(cfg, model, family, meter, artefact, accelerator,
-                                                       plan, loss_value, final_val))
+        write_json(run / "resources.json", {**_resources(cfg, model, family, meter, artefact, accelerator,
+                                                         plan, loss_value, final_val),
+                                            "vision_share": vision.result()})
     return run
 
 

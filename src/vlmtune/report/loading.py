@@ -65,11 +65,17 @@ class RunData:
         if kind == "shots":
             return f"{self.shots}-shot"
         if kind in _LABELS:
-            return f"{_LABELS[kind]} r={self.rank}"
+            return f"{_LABELS[kind]} r={self.rank}{self._vision_suffix()}"
         if kind == "freeze":
             roles = [r for r, on in (self.config.get("trainable") or {}).items() if on]
             return f"freeze ({'+'.join(roles)} train)" if roles else "freeze"
         return kind
+
+    def _vision_suffix(self) -> str:
+        """Variants that differ only in the vision tower need different labels."""
+        if (self.config.get("trainable") or {}).get("vision"):
+            return " + full vision"
+        return " on vision too" if "vision" in ((self.config.get("method") or {}).get("lora_on") or []) else ""
 
     def task_summary(self, task: str, split: str = "tasks") -> dict[str, Any]:
         return ((self.metrics or {}).get(split) or {}).get(task) or {}

@@ -28,6 +28,7 @@ from vlmtune.report.stats import Z
 from vlmtune.report.summary import GridView, display, summarize
 from vlmtune.report.table import memory_kinds, table_rows
 from vlmtune.report.verdict import verdict
+from vlmtune.report.vision import HEADER as VISION_HEADER, vision_rows, vision_verdict
 
 TEMPLATES = Path(__file__).parent / "templates"
 THUMBS = "report_thumbs"
@@ -59,6 +60,7 @@ def verdicts(view: GridView) -> list[str]:
         lines = verdict(view.entries[task], display(view.metric[task]),
                         baseline=view.baseline.name if view.baseline else None,
                         general_metric=display(view.general_metric) if view.general_task else None)
+        lines += vision_verdict(view, task)
         out += [f"{task}: {s}" if len(view.tasks) > 1 else s for s in lines]
     return out
 
@@ -86,6 +88,7 @@ def context(grid_dir: Path, per_task: int) -> dict[str, Any]:
     return {"title": f"vlmtune report: {grid_dir.name}", "grid": grid_dir.name, "header": header,
             "rows": rows, "plots": draw_all(view), "items": pick_items(view, per_task),
             "verdicts": verdicts(view), "notes": notes(view), "view": view,
+            "vision_header": VISION_HEADER, "vision_rows": vision_rows(view),
             "built": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "thumbs": THUMBS}
 
 

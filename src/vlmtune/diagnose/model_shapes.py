@@ -1,0 +1,112 @@
+"""Exact parameter counts and layer shapes of a VLM from its ``config.json`` alone.
+
+Why: a memory plan must work before any weight is downloaded. Instantiating the model on
+PyTorch's ``meta`` device builds every module with shapes but no storage (milliseconds,
+no RAM), so counts are exact per role (vision / projector / language, from the family
+registry) instead of guessed from a formula that misses biases, merger MLPs or tied heads.
+
+Example:
+    >>> shapes = model_shapes("/work/shared/model-configs/Qwen-Qwen2-VL-7B-Instruct.json")  # doctest: +SKIP
+    >>> round(shapes.total / 1e9, 2)                                                       # doctest: +SKIP
+    8.29
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vlmtune.errors import InputError
+
+
+@dataclass
+class ModelShapes:
+    """What the memory plan needs. ``quantizable``: language Linear weights a QLoRA base
+    stores in 4/8 bit (vision, projector and the LM head stay unquantised, see
+    ``vlmtune.loading``); ``lora_targets``: (in, out) of each default LoRA target."""
+
+    model_type: str
+    by_role: dict[str, int]
+    total: int
+    quantizable: int
+    quantizable_rows: int  # output rows of quantised layers (8-bit keeps one fp32 scale per row)
+    lora_targets: list[tuple[int, int]]
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    vision: dict[str, int] = field(default_factory=dict)
+
+
+def load_config_any(path: str, trust_remote_code: bool = False) -> Any:
+    """AutoConfig from a model dir, a ``config.json`` file, a zoo name or a hub id (cache)."""
+    from transformers import AutoConfig
+
+    from vlmtune.loading import resolve_model_path
+
+    resolved = resolve_model_path(path)
+    try:
+        return AutoConfig.from_pretrained(resolved, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot read a model config: {str(err).splitlines()[0]}", file=path,
+                         field="--model") from None
+
+
+def model_shapes(path: str | Path, trust_remote_code: bool = False) -> ModelShapes:
+    """Count parameters on the meta device and read the decoder / vision dimensions."""
+    from transformers import AutoModelForImageTextToText
+
+    from vlmtune.families import get_family
+    from vlmtune.methods import lora_target_names
+
+    config = load_config_any(str(path), trust_remote_code)
+    family = get_family(config.model_type, source=str(path))
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(config, trust_remote_code=trust_remote_code)
+    by_role = {"vision": 0, "projector": 0, "language": 0}
+    for name, param in model.named_parameters():  # named_parameters dedupes tied weights
+        by_role[family.role_of(name) or "language"] += param.numel()
+    quantizable = rows = 0
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and family.role_of(name) == "language" and not name.endswith("lm_head"):
+            quantizable += module.weight.numel()
+            rows += module.out_features
+    modules = dict(model.named_modules())
+    targets = [(modules[n].in_features, modules[n].out_features)
+               for n in lora_target_names(model, family, ["language"], None)]
+    return ModelShapes(model_type=config.model_type, by_role=by_role, total=sum(by_role.values()),
+                       quantizable=quantizable, quantizable_rows=rows, lora_targets=targets,
+                       **_text_dims(config), vision=_vision_dims(config))
+
+
+def _text_dims(config: Any) -> dict[str, int]:
+    text = config.get_text_config()
+    heads = text.num_attention_heads
+    return {"hidden": text.hidden_size, "intermediate": text.intermediate_size,
+            "layers": text.num_hidden_layers, "heads": heads,
+            "kv_heads": getattr(text, "num_key_value_heads", None) or heads,
+            "head_dim": getattr(text, "head_dim", None) or text.hidden_size // heads,
+            "vocab": text.vocab_size}
+
+
+def _vision_dims(config: Any) -> dict[str, int]:
+    """Width, MLP width and depth of the vision encoder (config field names differ per
+    family: ``embed_dim``/``hidden_size``, ``depth``/``num_hidden_layers``...)."""
+    vision = getattr(config, "vision_config", None)
+    if vision is None:
+        return {}
+    width = getattr(vision, "embed_dim", None) or getattr(vision, "hidden_size", 0)
+    inter = getattr(vision, "intermediate_size", None) or int(width * getattr(vision, "mlp_ratio", 4))
+    depth = getattr(vision, "depth", None) or getattr(vision, "num_hidden_layers", 0)
+    patch = getattr(vision, "patch_size", 14)
+    merge = getattr(vision, "spatial_merge_size", None) or 1
+    return {"width": int(width), "intermediate": int(inter), "layers": int(depth), "patch": int(patch),
+            "merge": int(merge), "image_size": int(getattr(vision, "image_size", 0) or 0),
+            "tokens_per_image": int(getattr(config, "mm_tokens_per_image", 0) or 0)}

@@ -1,0 +1,84 @@
+"""Format check: the mc_text -> mc drift is an error; identical formats give nothing."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+from typer.testing import CliRunner
+
+from vlmtune.diagnose.format_check import answer_type, check_format, warn_format_mismatch
+
+
+@pytest.fixture(scope="module")
+def mc_data(tmp_path_factory):
+    from vlmtune.data.synth import synth
+
+    root = tmp_path_factory.mktemp("mc")
+    synth(root, tasks=("mc", "mc_text", "grounding"), n=12, seed=0, image_size=48)
+    return root
+
+
+def test_option_text_vs_letter_is_an_error_with_examples(mc_data):
+    findings = check_format(mc_data / "train_mc_text.jsonl", mc_data / "test_mc.jsonl")
+    first = findings[0]
+    assert first.severity == "error" and first.aspect == "answer_type"
+    assert "train answers are option text in 100%" in first.message and "eval expects letter in 100%" in first.message
+    assert {e["side"] for e in first.examples} == {"train", "eval"} and all(e["id"] for e in first.examples)
+    assert any(f.aspect == "instruction" and "option's letter" in f.message for f in findings)
+
+
+def test_same_format_has_no_mismatch(mc_data):
+    assert [f for f in check_format(mc_data / "train_mc.jsonl", mc_data / "test_mc.jsonl")
+            if f.severity != "info"] == []
+
+
+def test_answer_types(mc_data):
+    from vlmtune.data.schema import load_samples
+
+    types = {s.task: answer_type(s) for s in load_samples(mc_data / "train.jsonl")}
+    assert types == {"mc": "letter", "mc_text": "option text", "grounding": "box"}
+
+
+def test_resolution_and_length_mismatch(tmp_path, mc_data):
+    from PIL import Image
+
+    lines = []
+    for k, line in enumerate((mc_data / "test_mc.jsonl").read_text().splitlines()):
+        obj = json.loads(line)
+        Image.new("RGB", (256, 256)).save(tmp_path / f"big{k}.png")
+        obj["images"] = [f"big{k}.png"]
+        lines.append(json.dumps(obj))
+    (tmp_path / "big.jsonl").write_text("\n".join(lines) + "\n")
+    findings = check_format(mc_data / "train_mc.jsonl", tmp_path / "big.jsonl")
+    assert [f.aspect for f in findings] == ["resolution"] and "48x48" in findings[0].message
+
+
+def test_template_comparison_with_a_model(mc_data, tiny_factory):
+    findings = check_format(mc_data / "train_mc.jsonl", mc_data / "test_mc.jsonl",
+                            model=str(tiny_factory("qwen2_vl", hidden=64, kv_heads=2)))
+    template = [f for f in findings if f.aspect == "template"]
+    assert template and template[0].severity == "info" and "<|im_start|>" in template[0].examples[0]["text"]
+
+
+def test_warn_hook_prints_and_never_raises(mc_data):
+    printed: list[str] = []
+    cfg = SimpleNamespace(data=SimpleNamespace(train=str(mc_data / "train_mc_text.jsonl"), val=None),
+                          eval=SimpleNamespace(test=str(mc_data / "test_mc.jsonl")))
+    assert warn_format_mismatch(cfg, print_fn=printed.append)
+    assert "option text" in printed[0]
+    broken = SimpleNamespace(data=SimpleNamespace(train="/nonexistent.jsonl", val=None),
+                             eval=SimpleNamespace(test=str(mc_data / "test_mc.jsonl")))
+    printed.clear()
+    assert warn_format_mismatch(broken, print_fn=printed.append) == []
+    assert printed[0].startswith("note: format check skipped")
+
+
+def test_cli_data_check_json(mc_data):
+    from vlmtune.cli import app
+
+    result = CliRunner().invoke(app, ["data", "check", "--train", str(mc_data / "train_mc_text.jsonl"),
+                                      "--eval", str(mc_data / "test_mc.jsonl"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["severity"] == "error"

@@ -1,0 +1,47 @@
+"""The embedded default grid: valid as shipped, and runs end to end on a small budget."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from vlmtune import demo
+from vlmtune.compare_grid import load_grid
+
+
+@pytest.mark.parametrize("java", [True, False])
+def test_shipped_demo_grid_validates(tmp_path, java):
+    grid = demo.demo_grid(tmp_path / "data", tmp_path, java=java)
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    loaded = load_grid(path)
+    names = [v.name for v in loaded.variants]
+    assert names == ["baseline", "lora-r2", "lora-r16", "qlora-r16", "full"]
+    kinds = {v.name: v.cfg.method.kind for v in loaded.variants}
+    assert kinds["qlora-r16"] == "qlora" and kinds["full"] == "full"
+    assert ("caption" in loaded.variants[0].cfg.eval.metrics) == java
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_on_a_small_budget(tmp_path, monkeypatch):
+    monkeypatch.setattr(demo, "SYNTH", {**demo.SYNTH, "n": 40})
+    shipped = demo.demo_grid
+
+    def small(data, out_dir, *, java):
+        grid = shipped(data, out_dir, java=java)
+        grid["base"]["train"].update(max_steps=2)
+        grid["base"]["eval"].update(max_samples=3, max_new_tokens=8)
+        return grid
+
+    monkeypatch.setattr(demo, "demo_grid", small)
+    outcome = demo.run_demo(tmp_path)
+    assert set(outcome.status.values()) == {"done"}
+    html = outcome.report["html"].read_text()
+    for name in ("baseline", "lora-r2", "lora-r16", "qlora-r16", "full"):
+        assert name in html
+        assert (tmp_path / "demo" / name / "metrics.json").is_file()
+    assert json.loads((tmp_path / "demo" / "full" / "resources.json").read_text())["artefact"] == "model"
+    again = demo.run_demo(tmp_path)  # re-running resumes: nothing is redone
+    assert set(again.status.values()) == {"skipped"}

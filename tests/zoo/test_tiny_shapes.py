@@ -1,0 +1,65 @@
+"""The shipped ``vlmtune/tiny-shapes`` loads by its short name and does what its card says.
+
+The held-out set is the first 50 test scenes of the shapes world at seed 0 (the build's
+own test split: no image shared with training), scored by greedy generation. Numbers
+below are the model card's (README.md, "Measured quality"); generation is deterministic
+on one machine, and the tolerance of 2/50 absorbs argmax flips from other CPUs' float
+rounding.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vlmtune import zoo
+
+NAME = "vlmtune/tiny-shapes"
+CARD = {"vqa": ("exact_match", 0.60), "mc": ("mc_accuracy", 0.32), "grounding": ("iou", 0.0)}
+TOLERANCE = 2 / 50
+TARGET = 0.8  # issue 4's target for VQA EM and MC accuracy; not reached yet (README "Known gaps")
+
+
+@pytest.fixture(scope="module")
+def scores(tmp_path_factory):
+    from vlmtune.data.synth import synth
+    from vlmtune.zoo.quality import score_dir
+
+    root = tmp_path_factory.mktemp("heldout")
+    synth(root, tasks=("vqa", "mc", "grounding"), n=500, seed=0, image_size=64)
+    return score_dir(NAME, root, tasks=("vqa", "mc", "grounding"), limit=50)
+
+
+def test_loads_by_short_name():
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    path = zoo.resolve(NAME)
+    assert NAME in zoo.available()
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    processor = AutoProcessor.from_pretrained(path)
+    assert model.config.model_type == "qwen2_vl"
+    assert 5e6 <= sum(p.numel() for p in model.parameters()) <= 20e6
+    assert processor.chat_template and (path / "model.safetensors").stat().st_size < 32 * 2**20
+    assert json.loads((path / "build.json").read_text())["plan"]["tasks"] == ["caption", "vqa", "mc"]
+
+
+def test_answers_from_the_image(scores):
+    """Regression floor: well above what the same model scores blind (MC chance is ~0.31)."""
+    assert scores["vqa"]["n"] == scores["mc"]["n"] == 50
+    assert scores["vqa"]["exact_match"] >= 0.5
+    assert scores["mc"]["mc_no_letter"] == 0  # always answers in the taught format
+
+
+@pytest.mark.xfail(strict=True, reason="tiny-shapes is under-trained: VQA EM 0.60, MC 0.32 on this set")
+def test_reaches_issue_target(scores):
+    assert scores["vqa"]["exact_match"] >= TARGET and scores["mc"]["mc_accuracy"] >= TARGET
+
+
+def test_cannot_ground_it_was_never_taught(scores):
+    assert scores["grounding"]["iou"] < 0.3
+
+
+def test_matches_model_card(scores):
+    for task, (metric, expected) in CARD.items():
+        assert scores[task][metric] == pytest.approx(expected, abs=TOLERANCE), task
