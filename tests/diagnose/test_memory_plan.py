@@ -14,7 +14,7 @@ from vlmtune.diagnose.memory_plan import (
     METHODS, Workload, lora_params, model_shapes, parse_size, plan_memory, plan_method,
 )
 
-QWEN2_VL_7B = Path("/work/shared/model-configs/Qwen-Qwen2-VL-7B-Instruct.json")
+QWEN2_VL_7B = Path(__file__).parent / "data" / "Qwen-Qwen2-VL-7B-Instruct.json"  # public config, copied from shared/model-configs
 ROOT = Path(__file__).resolve().parents[2]
 # Measured on tiny Qwen2-VL (hidden 64, batch 8 x 268 tokens), fp32 CPU: the plan
 # under-predicts the RSS increase by 18-29% (full -18%, LoRA -24%, QLoRA-8 -26%, QLoRA-4
