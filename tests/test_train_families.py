@@ -37,7 +37,9 @@ def test_lora_trains_reloads_and_merges(family, tiny_factory, run_config, tmp_pa
     losses = _losses(run)
     assert len(losses) == 20
     print(family, "loss", losses[0], "->", losses[-1])
-    assert losses[-1] < losses[0] - 0.3, losses
+    # the same 4 samples each step, no dropout: the curve is smooth, so a 0.2 fall is signal
+    assert losses[-1] < losses[0] - 0.2, losses
+    assert sum(losses[-5:]) < sum(losses[:5]), losses
 
     trained, processor, fam = prepare(cfg)
     trainable = [n for n, p in trained.named_parameters() if p.requires_grad]
