@@ -70,3 +70,25 @@ def _rows(folder):
 
 def _first_prompt(folder):
     return _rows(folder)[0]["prompt"]
+
+
+def test_every_task_type_untuned_3shot_and_tuned(tiny_factory, run_config, tmp_path):
+    """caption, vqa, mc, grounding and text each get their metric and format compliance."""
+    from vlmtune.data.synth import synth
+
+    data = tmp_path / "all"
+    synth(data, tasks=("caption", "vqa", "mc", "grounding", "text"), n=20, seed=0, image_size=64)
+    model = tiny_factory("qwen2_vl")
+    sections = dict(data={"train": str(data / "train.jsonl"), "val": str(data / "val.jsonl")},
+                    eval={"test": str(data / "test.jsonl"), "max_new_tokens": 6, "batch_size": 8},
+                    train={"max_steps": 2})
+    expected = {"caption": "cider", "vqa": "exact_match", "mc": "mc_accuracy", "grounding": "iou", "text": "anls"}
+    cfg = run_config(model, **sections)
+    results = [evaluate(cfg, out=tmp_path / "base"),
+               evaluate(run_config(model, **{**sections, "eval": {**sections["eval"], "shots": 3}}),
+                        out=tmp_path / "3shot"),
+               evaluate(cfg, run=train(cfg), out=tmp_path / "tuned")]
+    for result in results:
+        assert set(result["tasks"]) == set(expected)
+        for task, metric in expected.items():
+            assert metric in result["tasks"][task] and "format_compliance" in result["tasks"][task]
