@@ -120,3 +120,17 @@ def test_gradient_checkpointing_gives_the_same_loss(qwen, run_config):
                 if "loss" in json.loads(line)]
 
     assert losses(plain) == pytest.approx(losses(ckpt), abs=1e-5)
+
+
+def test_mix_general_adds_the_requested_share(qwen, run_config, shapes_data):
+    from vlmtune.config import build_config
+    from vlmtune.data.mix import n_general
+    from vlmtune.errors import ConfigError
+
+    general = str(shapes_data / "train_grounding.jsonl")
+    cfg = run_config(qwen, data={"max_samples": 8, "general": general, "mix_general": 0.2},
+                     train={"max_steps": 1})
+    stats = json.loads((train(cfg) / "data.json").read_text())["train"]
+    assert n_general(8, 0.2) == 2 and stats["general_mixed"] == 2 and stats["samples"] == 10
+    with pytest.raises(ConfigError, match="data.mix_general: needs data.general"):
+        build_config({**cfg.model_dump(), "data": {**cfg.data.model_dump(), "general": None}})

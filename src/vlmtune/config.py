@@ -72,6 +72,8 @@ class DataConfig(_Section):
     max_length: int = Field(2048, ge=8)
     max_samples: int | None = Field(None, ge=1)
     allow_outside_root: bool = False
+    general: str | None = None  # general-ability training data (the forgetting control)
+    mix_general: float = Field(0.0, ge=0.0, lt=1.0)  # share of the training mix drawn from `general`
 
 
 class TrainConfig(_Section):
@@ -123,6 +125,8 @@ class RunConfig(_Section):
     @model_validator(mode="after")
     def _consistent(self) -> "RunConfig":
         m, t = self.method, self.trainable
+        if self.data.mix_general > 0 and not self.data.general:
+            raise ValueError("data.mix_general: needs data.general, the general-ability training set")
         if m.kind == "freeze" and not any(self.trains_role(r) for r in ROLES):
             raise ValueError("method.kind: freeze trains nothing: set at least one of "
                              "trainable.vision/projector/language to true")

@@ -29,6 +29,7 @@ from vlmtune.config import RunConfig, dump_config
 from vlmtune.data.collate import Collator
 from vlmtune.data.dataset import EncodedDataset
 from vlmtune.data.encode import IGNORE, image_token_ids
+from vlmtune.data.mix import mix_general
 from vlmtune.data.schema import load_samples
 from vlmtune.diagnose.format_check import warn_format_mismatch
 from vlmtune.diagnose.vision_share import VisionShare
@@ -56,9 +57,14 @@ def make_accelerator(cfg: RunConfig) -> Any:
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused)])
 
 
-def load_split(cfg: RunConfig, path: str, processor: Any, family: Any, model_config: Any) -> EncodedDataset:
+def load_split(cfg: RunConfig, path: str, processor: Any, family: Any, model_config: Any, *,
+               mix: bool = False) -> EncodedDataset:
+    """Load and encode a split; ``mix`` adds ``data.mix_general`` of general data (training)."""
     samples = load_samples(path, root=cfg.data.root, allow_outside_root=cfg.data.allow_outside_root,
                            limit=cfg.data.max_samples)
+    if mix and cfg.data.mix_general > 0:
+        general = load_samples(cfg.data.general, allow_outside_root=cfg.data.allow_outside_root)
+        samples = mix_general(samples, general, cfg.data.mix_general, seed=cfg.train.seed)
     data = EncodedDataset(samples, processor, family, image_token_ids(processor, model_config),
                           cfg.data.max_length)
     if not len(data):
@@ -151,13 +157,15 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
     torch.manual_seed(cfg.train.seed)
     reset_peak(accelerator.device)
     model, processor, family = prepare(cfg, device=accelerator.device)
-    train_data = load_split(cfg, cfg.data.train, processor, family, model.config)
+    train_data = load_split(cfg, cfg.data.train, processor, family, model.config, mix=True)
     val_data = load_split(cfg, cfg.data.val, processor, family, model.config) if cfg.data.val else None
     run = cfg.run_dir
     if main:  # all input is valid: only now is anything written
         run = open_run_dir(cfg.run_dir, overwrite=overwrite, resume=resume)
         write_text(run / "config.yaml", dump_config(cfg))
-        write_json(run / "data.json", {"train": _data_stats(train_data),
+        general_file = str(cfg.data.general) if cfg.data.general else None
+        mixed = sum(e.sample.file == general_file for e in train_data.examples)
+        write_json(run / "data.json", {"train": {**_data_stats(train_data), "general_mixed": mixed},
                                        "val": _data_stats(val_data) if val_data else None})
     accelerator.wait_for_everyone()
     collate = Collator(processor, cfg.data.max_length)
