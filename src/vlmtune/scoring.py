@@ -11,24 +11,16 @@ Example:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from vlmtune.atomic import write_jsonl
+from vlmtune.data.schema import iter_jsonl
 from vlmtune.errors import DataError
 
 
 def read_prediction_file(path: Path) -> list[dict]:
-    if not Path(path).is_file():
-        raise DataError("predictions file not found", file=path)
     records = []
-    for line_no, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"invalid JSON: {err.msg}", file=path, line=line_no) from None
+    for line_no, rec in iter_jsonl(path, what="predictions file"):
         if not isinstance(rec, dict):
             raise DataError("each line must be a JSON object", file=path, line=line_no)
         if not isinstance(rec.get("prediction"), str):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from vlmtune.errors import DataError
 
@@ -159,32 +159,38 @@ def parse_sample(obj: Any, *, root: Path, file: str, line: int, allow_outside_ro
     return Sample(str(sid), images, messages, task, answers, options, file, line)
 
 
-def load_samples(path: str | Path, *, root: str | Path | None = None, allow_outside_root: bool = False,
-                 require_answer: bool = True, limit: int | None = None) -> list[Sample]:
-    """Load and validate a canonical JSONL file; raise on the first bad line."""
+def iter_jsonl(path: str | Path, *, what: str = "file") -> Iterator[tuple[int, Any]]:
+    """``(line number, decoded object)`` for each non-blank line; a bad line names itself."""
     path = Path(path)
     if not path.is_file():
-        raise DataError("dataset file not found", file=path)
-    root_dir = Path(root).resolve() if root else path.resolve().parent
-    samples: list[Sample] = []
-    seen: dict[str, int] = {}
+        raise DataError(f"{what} not found", file=path)
     with path.open(encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                yield line_no, json.loads(line)
             except json.JSONDecodeError as err:
                 raise DataError(f"invalid JSON: {err.msg} (column {err.colno})", file=path, line=line_no) from None
-            sample = parse_sample(obj, root=root_dir, file=str(path), line=line_no,
-                                  allow_outside_root=allow_outside_root, require_answer=require_answer)
-            if sample.id in seen:
-                raise DataError(f"duplicate id {sample.id!r} (first on line {seen[sample.id]})",
-                                file=path, line=line_no, field="id")
-            seen[sample.id] = line_no
-            samples.append(sample)
-            if limit and len(samples) >= limit:
-                break
+
+
+def load_samples(path: str | Path, *, root: str | Path | None = None, allow_outside_root: bool = False,
+                 require_answer: bool = True, limit: int | None = None) -> list[Sample]:
+    """Load and validate a canonical JSONL file; raise on the first bad line."""
+    path = Path(path)
+    root_dir = Path(root).resolve() if root else path.resolve().parent
+    samples: list[Sample] = []
+    seen: dict[str, int] = {}
+    for line_no, obj in iter_jsonl(path, what="dataset file"):
+        sample = parse_sample(obj, root=root_dir, file=str(path), line=line_no,
+                              allow_outside_root=allow_outside_root, require_answer=require_answer)
+        if sample.id in seen:
+            raise DataError(f"duplicate id {sample.id!r} (first on line {seen[sample.id]})",
+                            file=path, line=line_no, field="id")
+        seen[sample.id] = line_no
+        samples.append(sample)
+        if limit and len(samples) >= limit:
+            break
     if not samples:
         raise DataError("dataset has no samples", file=path)
     return samples
