@@ -43,5 +43,7 @@ def test_demo_runs_end_to_end_on_a_small_budget(tmp_path, monkeypatch):
         assert name in html
         assert (tmp_path / "demo" / name / "metrics.json").is_file()
     assert json.loads((tmp_path / "demo" / "full" / "resources.json").read_text())["artefact"] == "model"
+    assert (tmp_path / "demo" / "full" / "rank.json").is_file()  # compare analyses the full variant
+    assert 'id="rank-table"' in html and "rank need:" in html
     again = demo.run_demo(tmp_path)  # re-running resumes: nothing is redone
     assert set(again.status.values()) == {"skipped"}

@@ -72,12 +72,43 @@ def run_variant(variant: Variant, train_fn: TrainFn, evaluate_fn: EvaluateFn) ->
     if variant.trains:
         if not (run / "resources.json").is_file():
             run = Path(train_fn(cfg, overwrite=False, resume=run.exists()))
+        analyse_rank_need(run)
         evaluate_fn(cfg, run=run, out=run)
     else:
         run.mkdir(parents=True, exist_ok=True)
         if not (run / "config.yaml").is_file():
             write_text(run / "config.yaml", dump_config(cfg))
         evaluate_fn(cfg, run=None, out=run)
+
+
+RANK_NEED_MAX_BYTES = 4 * 2**30  # tuned + base weights are both read into memory for the SVDs
+
+
+def analyse_rank_need(run: Path, console: Console | None = None) -> None:
+    """After a full variant trains: its rank need (``rank.json``, for the report's section).
+
+    Skipped for adapter runs, when already done, and for models above
+    ``RANK_NEED_MAX_BYTES`` on disk (run ``vlmtune diagnose rank --full-run`` by hand there).
+    Never fails the variant: a diagnostic is not worth a lost run.
+    """
+    from vlmtune.atomic import dir_bytes
+    from vlmtune.report.diagnostics import RANK_FILE
+
+    model = run / "model"
+    if not model.is_dir() or (run / RANK_FILE).is_file():
+        return
+    console = console or Console(stderr=True)
+    size = dir_bytes(model)
+    if size > RANK_NEED_MAX_BYTES:
+        console.print(f"rank need not analysed ({size / 2**30:.1f} GiB of weights): "
+                      f"vlmtune diagnose rank --full-run {run}")
+        return
+    try:
+        from vlmtune.diagnose.rank import analyse_run
+
+        console.print(f"rank need: {analyse_run(run)['verdict']}")
+    except Exception as err:  # noqa: BLE001 - report the failure, keep the variant
+        console.print(f"[yellow]rank need not analysed: {_describe(err)}[/yellow]")
 
 
 def _config_drift(variant: Variant) -> list[str]:

@@ -21,6 +21,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from vlmtune.atomic import write_bytes, write_text
+from vlmtune.report.diagnostics import format_findings, rank_plot, rank_rows, rank_verdict
 from vlmtune.report.loading import load_grid_runs
 from vlmtune.report.plots import draw_all
 from vlmtune.report.samples import pick_items
@@ -62,7 +63,7 @@ def verdicts(view: GridView) -> list[str]:
                         general_metric=display(view.general_metric) if view.general_task else None)
         lines += vision_verdict(view, task)
         out += [f"{task}: {s}" if len(view.tasks) > 1 else s for s in lines]
-    return out
+    return out + rank_verdict(view)
 
 
 def notes(view: GridView) -> list[str]:
@@ -85,10 +86,13 @@ def notes(view: GridView) -> list[str]:
 def context(grid_dir: Path, per_task: int) -> dict[str, Any]:
     view = summarize(load_grid_runs(grid_dir))
     header, rows = table_rows(view)
+    rank_head, rank_body = rank_rows(view)
+    plots = draw_all(view) + [p for p in (rank_plot(view),) if p is not None]
     return {"title": f"vlmtune report: {grid_dir.name}", "grid": grid_dir.name, "header": header,
-            "rows": rows, "plots": draw_all(view), "items": pick_items(view, per_task),
+            "rows": rows, "plots": plots, "items": pick_items(view, per_task),
             "verdicts": verdicts(view), "notes": notes(view), "view": view,
             "vision_header": VISION_HEADER, "vision_rows": vision_rows(view),
+            "rank_header": rank_head, "rank_rows": rank_body, "format_findings": format_findings(view),
             "built": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "thumbs": THUMBS}
 
 
