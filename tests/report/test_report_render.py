@@ -156,3 +156,19 @@ def test_cli_report_rebuilds(fake_grid, tmp_path):
     result = CliRunner().invoke(app, ["report", str(grid)])
     assert result.exit_code == 0, result.output
     assert (grid / "report.html").is_file() and (grid / "report.md").is_file()
+
+
+def test_mix_sweep_variants_get_their_own_labels(fake_grid, tmp_path):
+    """A forgetting sweep: lora-r16 copied with data.mix_general 0.3; each ratio is told apart."""
+    import yaml
+
+    grid = tmp_path / "g"
+    shutil.copytree(fake_grid, grid)
+    shutil.copytree(grid / "lora-r16", grid / "mix-0.3")
+    config = yaml.safe_load((grid / "mix-0.3" / "config.yaml").read_text())
+    config["name"], config["data"]["mix_general"] = "mix-0.3", 0.3
+    (grid / "mix-0.3" / "config.yaml").write_text(yaml.safe_dump(config))
+    labels = {r.name: r.label for r in load_grid_runs(grid)}
+    assert labels["lora-r16"] == "LoRA r=16" and labels["mix-0.3"] == "LoRA r=16 + 30% general"
+    view = summarize(load_grid_runs(grid))
+    assert view.general_delta("mix-0.3") is not None  # a bar in the forgetting plot

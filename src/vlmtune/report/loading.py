@@ -65,11 +65,16 @@ class RunData:
         if kind == "shots":
             return f"{self.shots}-shot"
         if kind in _LABELS:
-            return f"{_LABELS[kind]} r={self.rank}{self._vision_suffix()}"
+            return f"{_LABELS[kind]} r={self.rank}{self._vision_suffix()}{self._mix_suffix()}"
         if kind == "freeze":
             roles = [r for r, on in (self.config.get("trainable") or {}).items() if on]
-            return f"freeze ({'+'.join(roles)} train)" if roles else "freeze"
-        return kind
+            return (f"freeze ({'+'.join(roles)} train)" if roles else "freeze") + self._mix_suffix()
+        return kind + self._mix_suffix()
+
+    def _mix_suffix(self) -> str:
+        """A forgetting sweep's variants differ only in how much general data they replay."""
+        share = float((self.config.get("data") or {}).get("mix_general") or 0.0)
+        return f" + {share:.0%} general" if share > 0 else ""
 
     def _vision_suffix(self) -> str:
         """Variants that differ only in the vision tower need different labels."""
