@@ -70,6 +70,17 @@ def set_threads(threads: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
+def warm_imports(model_path: str) -> None:
+    """Import what either trainer imports lazily (PEFT, bitsandbytes via PEFT, the model's
+    modeling and processor modules), so neither timed window pays for Python imports."""
+    import peft  # noqa: F401
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    config = AutoConfig.from_pretrained(model_path)
+    AutoModelForImageTextToText._model_mapping[type(config)]  # imports the modeling module
+    AutoProcessor.from_pretrained(model_path)
+
+
 def answer_loss(model: Any, processor: Any, train_jsonl: str, root: str, *, limit: int, batch_size: int,
                 max_length: int) -> dict[str, float]:
     """Mean cross-entropy per answer token over the first ``limit`` training samples.

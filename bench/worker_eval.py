@@ -51,18 +51,19 @@ def main(spec_path: str, out_path: str) -> None:
     generator = Generator(model, processor, family, max_new_tokens=spec["max_new_tokens"])
     one_by_one(model, processor, family, samples[:1], generator.kwargs)  # warm-up, untimed
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     single = one_by_one(model, processor, family, samples, generator.kwargs)
-    single_s = time.perf_counter() - start
-    start = time.perf_counter()
+    single_s, single_cpu = time.perf_counter() - start, time.process_time() - cpu
+    start, cpu = time.perf_counter(), time.process_time()
     records = generate_all(generator, samples, [], cfg, "batched")
-    batched_s = time.perf_counter() - start
+    batched_s, batched_cpu = time.perf_counter() - start, time.process_time() - cpu
     batched = [r["prediction"] for r in records]
 
     differ = [{"id": s.id, "one_by_one": a, "batched": b} for s, a, b in zip(samples, single, batched) if a != b]
     write_result(out_path, {
         "prompts": len(samples), "batch_size": spec["eval_batch_size"], "max_new_tokens": spec["max_new_tokens"],
         "one_by_one_s": single_s, "batched_s": batched_s, "speedup": single_s / batched_s,
+        "one_by_one_cpu_s": single_cpu, "batched_cpu_s": batched_cpu, "cpu_speedup": single_cpu / batched_cpu,
         "identical": not differ, "n_identical": len(samples) - len(differ), "differ": differ[:10],
         "examples": [{"id": s.id, "prediction": b} for s, b in zip(samples[:5], batched)],
         "peak_rss_bytes": peak_rss_bytes(),

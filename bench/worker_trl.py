@@ -24,7 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import LORA_TARGETS, Hyper, answer_loss, peak_rss_bytes, read_spec, set_threads, write_result  # noqa: E402
+from common import (LORA_TARGETS, Hyper, answer_loss, peak_rss_bytes, read_spec, set_threads,  # noqa: E402
+                    warm_imports, write_result)
 
 _CONTENT = ("{% if message['content'] is string %}{{ message['content'] }}{% else %}"
             "{% for part in message['content'] %}{% if part['type'] == 'image' %}"
@@ -101,8 +102,9 @@ def main(spec_path: str, out_path: str) -> None:
     template = Path(spec["runs"]) / "trl_training_template.jinja"
     template.parent.mkdir(parents=True, exist_ok=True)
     template.write_text(TRAINING_TEMPLATE, encoding="utf-8")
+    warm_imports(spec["model"])
     rss_ready = peak_rss_bytes()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     torch.manual_seed(hp.seed)
     model = AutoModelForImageTextToText.from_pretrained(spec["model"], dtype=torch.float32)
     processor = AutoProcessor.from_pretrained(spec["model"])
@@ -125,7 +127,7 @@ def main(spec_path: str, out_path: str) -> None:
                          peft_config=peft_config, callbacks=[clock])
     output = trainer.train()
     trainer.save_model(str(Path(spec["runs"]) / "trl" / "adapter"))
-    seconds = time.perf_counter() - start
+    seconds, cpu_s = time.perf_counter() - start, time.process_time() - cpu
     rss = peak_rss_bytes()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     per_epoch = max(1, len(losses) // max(1, round(hp.epochs)))
@@ -134,7 +136,8 @@ def main(spec_path: str, out_path: str) -> None:
     check_template(processor, rows)
     result = {
         "trainer": "trl", "trl_version": __import__("trl").__version__,
-        "wall_s": seconds, "samples": samples, "samples_per_s": samples / seconds,
+        "wall_s": seconds, "cpu_s": cpu_s, "samples": samples, "samples_per_s": samples / seconds,
+        "samples_per_cpu_s": samples / cpu_s,
         "loop_s": clock.seconds, "loop_samples_per_s": samples / clock.seconds,
         "trl_reported_samples_per_s": output.metrics.get("train_samples_per_second"),
         "steps": trainer.state.global_step, "peak_rss_bytes": rss, "rss_before_train_bytes": rss_ready,

@@ -14,7 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import LORA_TARGETS, Hyper, answer_loss, peak_rss_bytes, read_spec, set_threads, write_result  # noqa: E402
+from common import (LORA_TARGETS, Hyper, answer_loss, peak_rss_bytes, read_spec, set_threads,  # noqa: E402
+                    warm_imports, write_result)
 
 # The loop's speed settings, applied when this vlmtune has them (older ones do not).
 BEST_SETTINGS = {"train.vision_cache": "auto", "train.packing": True, "train.group_by_length": True}
@@ -59,10 +60,11 @@ def main(spec_path: str, out_path: str) -> None:
 
     overrides, applied, missing = settings({**BEST_SETTINGS, **spec.get("vlmtune_settings", {})})
     cfg = apply_overrides(build_config(base_config(spec, hp)), overrides)
+    warm_imports(spec["model"])
     rss_ready = peak_rss_bytes()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     run = train(cfg, overwrite=True)
-    seconds = time.perf_counter() - start
+    seconds, cpu_s = time.perf_counter() - start, time.process_time() - cpu
     rss = peak_rss_bytes()
     resources = json.loads((run / "resources.json").read_text())
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -71,7 +73,8 @@ def main(spec_path: str, out_path: str) -> None:
     samples = round(resources["samples_per_s"] * resources["wall_time_s"])
     result = {
         "trainer": "vlmtune", "settings_applied": applied, "settings_unavailable": missing,
-        "wall_s": seconds, "samples": samples, "samples_per_s": samples / seconds,
+        "wall_s": seconds, "cpu_s": cpu_s, "samples": samples, "samples_per_s": samples / seconds,
+        "samples_per_cpu_s": samples / cpu_s,
         "loop_s": resources["wall_time_s"], "loop_samples_per_s": resources["samples_per_s"],
         "steps": resources["steps"], "peak_rss_bytes": rss, "rss_before_train_bytes": rss_ready,
         "trainable_params": resources["trainable_params"], "total_params": resources["total_params"],
