@@ -10,6 +10,10 @@ the frozen weights' gradients are skipped, and so are their FLOPs). Counting eac
 run's steps would cost a second training run, so ``count`` measures ``k`` steps and scales
 by padded tokens (the FLOPs of these short sequences are linear in them to within a few %).
 
+Under contention from other processes both rates (the step's and the matmul's) slow
+down, not necessarily alike; ``mfu_cpu`` in the result divides FLOPs by CPU-seconds
+instead of wall seconds on both sides (with one thread, a contention-robust companion).
+
 Example:
     >>> matmul_peak(threads=1)["flops_per_s"] > 1e9  # doctest: +SKIP
     True
@@ -27,13 +31,13 @@ def matmul_peak(*, n: int = 1024, repeats: int = 20) -> dict[str, Any]:
 
     a, b = torch.randn(n, n), torch.randn(n, n)
     torch.mm(a, b)  # warm-up
-    best = float("inf")
+    best, best_cpu = float("inf"), float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
-    return {"flops_per_s": 2 * n**3 / best, "matmul_n": n, "repeats": repeats,
-            "threads": torch.get_num_threads()}
+        best, best_cpu = min(best, time.perf_counter() - start), min(best_cpu, time.process_time() - cpu)
+    return {"flops_per_s": 2 * n**3 / best, "flops_per_cpu_s": 2 * n**3 / max(best_cpu, 1e-9), "matmul_n": n,
+            "repeats": repeats, "threads": torch.get_num_threads()}
 
 
 def padded_tokens(plan: Any, lengths: list[int], max_length: int) -> int:

@@ -101,7 +101,9 @@ def mfu_of(v: dict) -> tuple[float | None, dict]:
     bench = None
     if "flops" in v:
         achieved = v["flops"]["flops_total"] / v["loop_s"]
+        per_cpu = v["peak"].get("flops_per_cpu_s")
         bench = {"mfu": achieved / v["peak"]["flops_per_s"], "flops_per_step": v["flops"]["flops_per_step"],
+                 "mfu_cpu": v["flops"]["flops_total"] / v["cpu_s"] / per_cpu if per_cpu else None,
                  "achieved_flops_per_s": achieved, "peak_flops_per_s": v["peak"]["flops_per_s"], **v["flops"]}
     if own.get("mfu") is not None:  # vlmtune's own measurement wins; the bench's is kept as a cross-check
         return float(own["mfu"]), {"source": "resources.json", **own, "bench_estimate": bench}
