@@ -92,3 +92,30 @@ def test_every_task_type_untuned_3shot_and_tuned(tiny_factory, run_config, tmp_p
         assert set(result["tasks"]) == set(expected)
         for task, metric in expected.items():
             assert metric in result["tasks"][task] and "format_compliance" in result["tasks"][task]
+
+
+def test_generate_all_groups_batches_but_keeps_input_order(tiny_factory, run_config, shapes_data, monkeypatch):
+    """Mixed tasks: batches are formed by task and length, records come back in input order,
+    each equal to generating that sample alone."""
+    from vlmtune.evaluate import generate_all
+
+    path = tiny_factory("qwen2_vl")
+    model = AutoModelForImageTextToText.from_pretrained(path).eval()
+    processor = AutoProcessor.from_pretrained(path)
+    generator = Generator(model, processor, get_family("qwen2_vl"), max_new_tokens=6)
+    vqa, grounding = load_samples(shapes_data / "test_vqa.jsonl"), load_samples(shapes_data / "test_grounding.jsonl")
+    samples = [x for pair in zip(vqa[:3], grounding[:3]) for x in pair]  # alternating tasks
+    calls = []
+    original = Generator.__call__
+
+    def spy(self, conversations, images):
+        calls.append({"box" in c[-1]["content"][-1]["text"] for c in conversations})
+        return original(self, conversations, images)
+
+    monkeypatch.setattr(Generator, "__call__", spy)
+    records = generate_all(generator, samples, [], run_config(path, eval={"batch_size": 3}), "mixed")
+    monkeypatch.undo()
+    assert [r["id"] for r in records] == [s.id for s in samples]
+    assert sorted(map(sorted, calls)) == [[False], [True]]  # one task per batch
+    alone = [generator(*[[p] for p in build_prompt(s, [])])[0].text for s in samples]
+    assert [r["prediction"] for r in records] == alone
