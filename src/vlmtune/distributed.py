@@ -35,8 +35,12 @@ from vlmtune.errors import ConfigError
 ENV_FSDP, ENV_DEEPSPEED = "ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"
 
 
+# What the launcher asked for, read before any Accelerator of ours sets these variables.
+_LAUNCHER_ENV = {name: os.environ.get(name, "false") for name in (ENV_FSDP, ENV_DEEPSPEED)}
+
+
 def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "false").lower() in ("1", "true", "yes")
+    return _LAUNCHER_ENV[name].lower() in ("1", "true", "yes")
 
 
 def strategy(cfg: RunConfig) -> str:
@@ -73,14 +77,13 @@ def make_accelerator(cfg: RunConfig) -> Any:
         plugins["deepspeed_plugin"] = _deepspeed_plugin(cfg)
     if kind == "deepspeed":  # DeepSpeed steps itself at accumulation boundaries: it must count micro-batches
         plugins["gradient_accumulation_steps"] = cfg.train.grad_accum
-    launcher_env = {name: os.environ.get(name) for name in (ENV_FSDP, ENV_DEEPSPEED)}
+    launcher_fsdp = os.environ.get(ENV_FSDP)
     accelerator = Accelerator(mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision],
                               cpu=not torch.cuda.is_available(),
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused)],
                               **plugins)
-    for name, value in launcher_env.items():  # accelerate sets these for our plugin; later runs
-        if value is None:                        # in this process must not read them as the launcher's
-            os.environ.pop(name, None)
+    if launcher_fsdp is None:  # accelerate sets it for our plugin: a later run in this
+        os.environ.pop(ENV_FSDP, None)  # process must not take it for the launcher's setting
     if kind == "fsdp":
         _fsdp_on_cpu(accelerator, plugins["fsdp_plugin"])
     return accelerator
