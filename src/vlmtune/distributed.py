@@ -178,7 +178,7 @@ def check_fsdp_data(samples: list[Any], processes: int) -> None:
     text_only = [s for s in samples if not s.images]
     if text_only and len(text_only) < len(samples):
         raise ConfigError(f"train.distributed: fsdp on {processes} processes needs an image in every training "
-                          f"sample, but {len(text_only)} are text-only (first: {text_only[0].where}); "
+                          f"sample, but {len(text_only)} of {len(samples)} have none (first: {text_only[0].where}); "
                           "use train.distributed=ddp, or leave text-only samples out")
 
 
