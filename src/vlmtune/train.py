@@ -26,7 +26,7 @@ import yaml
 from vlmtune import checkpoint as ckpt
 from vlmtune import distributed as dist
 from vlmtune.atomic import dir_bytes, staged_dir, write_json, write_text
-from vlmtune.config import RunConfig, dump_config
+from vlmtune.config import RunConfig, build_config, dump_config
 from vlmtune.data.collate import Collator
 from vlmtune.data.dataset import EncodedDataset
 from vlmtune.data.encode import IGNORE, image_token_ids
@@ -34,7 +34,7 @@ from vlmtune.data.mix import mix_general
 from vlmtune.data.schema import load_samples
 from vlmtune.diagnose.format_check import warn_format_mismatch
 from vlmtune.diagnose.vision_share import VisionShare
-from vlmtune.errors import DataError, VlmtuneError
+from vlmtune.errors import ConfigError, DataError, VlmtuneError
 from vlmtune.loading import BASE_SIGNATURE, base_signature
 from vlmtune.logs import RunLog
 from vlmtune.measure import Throughput, machine_info, peak_memory, reset_peak
@@ -118,7 +118,12 @@ def _check_resume_config(run: Path, cfg: RunConfig) -> None:
     saved_path = run / "config.yaml"
     if not saved_path.is_file():
         return
-    saved = _flatten(yaml.safe_load(saved_path.read_text()))
+    saved = yaml.safe_load(saved_path.read_text())
+    try:  # settings added since the run was saved take their defaults
+        saved = build_config(saved, source=saved_path).model_dump(mode="json")
+    except ConfigError:
+        pass
+    saved = _flatten(saved)
     now = _flatten(cfg.model_dump(mode="json"))
     changed = sorted(k for k in saved.keys() | now.keys()
                      if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
