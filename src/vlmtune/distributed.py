@@ -10,8 +10,8 @@ FSDP is FSDP2 (``torch.distributed.fsdp.fully_shard``) through accelerate's
 on accelerators; on CPU (gloo) FSDP2 works too, so :func:`make_accelerator` switches the
 CPU state to FSDP itself (tested with 2 CPU processes against one process).
 
-Checkpoints and the saved model are full (unsharded) state dicts gathered on rank 0, so a
-resumed run or ``from_pretrained`` never needs the same number of processes.
+Checkpoints and the saved model are full (unsharded) state dicts gathered on rank 0: the
+saved model loads with plain ``from_pretrained``, and no checkpoint holds per-process shards.
 
 Example:
     >>> accelerator = make_accelerator(cfg)  # doctest: +SKIP
@@ -24,8 +24,7 @@ import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -73,10 +72,8 @@ def make_accelerator(cfg: RunConfig) -> Any:
     plugins: dict[str, Any] = {}
     if kind == "fsdp":
         plugins["fsdp_plugin"] = _fsdp_plugin(cfg)
-    elif kind == "deepspeed":
-        plugins["deepspeed_plugin"] = _deepspeed_plugin(cfg)
-    if kind == "deepspeed":  # DeepSpeed steps itself at accumulation boundaries: it must count micro-batches
-        plugins["gradient_accumulation_steps"] = cfg.train.grad_accum
+    elif kind == "deepspeed":  # DeepSpeed steps itself at accumulation boundaries: it counts micro-batches
+        plugins.update(deepspeed_plugin=_deepspeed_plugin(cfg), gradient_accumulation_steps=cfg.train.grad_accum)
     launcher_fsdp = os.environ.get(ENV_FSDP)
     accelerator = Accelerator(mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision],
                               cpu=not torch.cuda.is_available(),
@@ -238,11 +235,11 @@ def optimizer_state(accelerator: Any, model: torch.nn.Module, optimizer: Any) ->
 def restore(accelerator: Any, model: torch.nn.Module, optimizer: Any, weights: dict[str, torch.Tensor],
             optim_state: dict[str, Any]) -> None:
     """Load full trainable weights and optimizer state (every rank passes the full dicts)."""
+    params = dict(accelerator.unwrap_model(model).named_parameters())
+    missing = [n for n in weights if n not in params]
+    if missing:
+        raise RuntimeError(f"checkpoint has parameters the model lacks: {missing[:3]}")
     if not is_fsdp(accelerator):
-        params = dict(accelerator.unwrap_model(model).named_parameters())
-        missing = [n for n in weights if n not in params]
-        if missing:
-            raise RuntimeError(f"checkpoint has parameters the model lacks: {missing[:3]}")
         with torch.no_grad():
             for name, tensor in weights.items():
                 params[name].copy_(tensor.to(params[name].device, params[name].dtype))
