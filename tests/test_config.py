@@ -87,3 +87,27 @@ def test_shipped_configs_validate(path):
         assert load_grid(path)
     else:
         load_config(path)
+
+
+DEEPSPEED = sorted((Path(__file__).parent.parent / "configs" / "deepspeed").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", DEEPSPEED, ids=lambda p: p.name)
+def test_shipped_deepspeed_configs_parse(path, cfg_file):
+    from vlmtune.distributed import read_deepspeed_config
+
+    assert read_deepspeed_config(path)["zero_optimization"]["stage"] == int(path.stem[-1])  # zero2 / zero3
+    cfg = load_config(cfg_file, ["method.kind=full", f"train.deepspeed={path}"])
+    assert cfg.train.distributed == "auto" and cfg.train.deepspeed == str(path)
+
+
+def test_deepspeed_config_errors(tmp_path):
+    from vlmtune.distributed import read_deepspeed_config
+
+    bad = tmp_path / "ds.json"
+    bad.write_text('{"zero_optimization": {"stage": 1}}')
+    with pytest.raises(ConfigError, match="ds.json: zero_optimization.stage: expected 2 or 3, got 1"):
+        read_deepspeed_config(bad)
+    bad.write_text("{nope")
+    with pytest.raises(ConfigError, match="ds.json: invalid JSON"):
+        read_deepspeed_config(bad)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 from safetensors.torch import load_file
 
 from vlmtune import checkpoint as ckpt
@@ -64,5 +65,8 @@ def test_resume_refuses_a_different_config(tiny_factory, run_config):
     changed = run_config(tiny_factory("qwen2_vl"), method={"r": 4}, train={"max_steps": 4})
     with pytest.raises(VlmtuneError, match="method.r: 8 -> 4"):
         train(changed, resume=True)
+    saved = yaml.safe_load((cfg.run_dir / "config.yaml").read_text())
+    del saved["train"]["distributed"]  # a run saved before this setting existed: its default applies
+    (cfg.run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
     longer = train(run_config(tiny_factory("qwen2_vl"), train={"max_steps": 3}), resume=True)
     assert (longer / "checkpoints" / "step-000003").is_dir()

@@ -8,7 +8,8 @@ checkpoints megabytes, not the base). No pickle: tensors are safetensors, the op
 state loads with ``torch.load(weights_only=True)``.
 
 Example:
-    >>> save_checkpoint(run / "checkpoints", 50, model, optimizer, scheduler, {"epoch": 0})  # doctest: +SKIP
+    >>> save_checkpoint(run / "checkpoints", 50, weights, optimizer.state_dict(), scheduler,
+    ...                 {"epoch": 0}, keep=2)  # doctest: +SKIP
     >>> latest_checkpoint(run / "checkpoints").name
     'step-000050'
 """
@@ -73,17 +74,16 @@ def _load_rng(folder: Path) -> None:
     np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
 
 
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
+def save_checkpoint(folder: Path, step: int, weights: dict[str, torch.Tensor], optimizer_state: dict[str, Any],
+                    scheduler: Any, state: dict[str, Any], keep: int) -> Path:
+    """Write ``folder/step-NNNNNN`` atomically, then prune to the newest ``keep``.
 
-
-def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer: Any, scheduler: Any,
-                    state: dict[str, Any], keep: int) -> Path:
-    """Write ``folder/step-NNNNNN`` atomically, then prune to the newest ``keep``."""
+    ``weights`` are the trainable parameters (full, on CPU) and ``optimizer_state`` the
+    optimizer's state dict (see vlmtune.distributed, which gathers both under FSDP)."""
     target = Path(folder) / f"step-{step:06d}"
     with staged_dir(target) as tmp:
-        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        save_file(weights, str(tmp / "trainable.safetensors"))
+        torch.save(optimizer_state, tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         _save_rng(tmp)
         (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2))
@@ -133,17 +133,12 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return None
 
 
-def load_checkpoint(checkpoint: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any) -> dict:
-    """Restore weights, optimizer, scheduler and RNG; return the saved loop state."""
-    weights = load_file(str(checkpoint / "trainable.safetensors"))
-    params = dict(model.named_parameters())
-    missing = [n for n in weights if n not in params]
-    if missing:
-        raise RuntimeError(f"{checkpoint}: checkpoint has parameters the model lacks: {missing[:3]}")
-    with torch.no_grad():
-        for name, tensor in weights.items():
-            params[name].copy_(tensor.to(params[name].device, params[name].dtype))
-    optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
+def load_checkpoint(checkpoint: Path, scheduler: Any) -> dict[str, Any]:
+    """Restore the scheduler and RNG; return the saved loop state with the trainable
+    ``weights`` and ``optimizer`` state dict for the caller to load into model and optimizer."""
+    state = json.loads((checkpoint / "state.json").read_text())
+    state["weights"] = load_file(str(checkpoint / "trainable.safetensors"))
+    state["optimizer"] = torch.load(checkpoint / "optimizer.pt", weights_only=True)
     scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=True))
     _load_rng(checkpoint)
-    return json.loads((checkpoint / "state.json").read_text())
+    return state

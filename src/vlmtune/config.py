@@ -76,6 +76,14 @@ class DataConfig(_Section):
     mix_general: float = Field(0.0, ge=0.0, lt=1.0)  # share of the training mix drawn from `general`
 
 
+class FsdpConfig(_Section):
+    """FSDP2 settings (``train.distributed: fsdp``)."""
+
+    wrap: list[str] | None = None  # layer classes sharded as units; None: the model's _no_split_modules
+    reshard_after_forward: bool = True  # free gathered weights after forward (ZeRO-3-like); false: ZeRO-2-like
+    cpu_offload: bool = False  # keep sharded weights, grads and optimizer state in CPU memory (GPU runs)
+
+
 class TrainConfig(_Section):
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, ge=1)
@@ -94,6 +102,11 @@ class TrainConfig(_Section):
     log_every: int = Field(1, ge=1)
     gradient_checkpointing: bool = False
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # several processes: auto = the accelerate launcher's FSDP/DeepSpeed config, else deepspeed if
+    # train.deepspeed is set, else ddp; fsdp = FSDP2 for full/freeze (vlmtune.distributed)
+    distributed: Literal["auto", "ddp", "fsdp", "deepspeed"] = "auto"
+    fsdp: FsdpConfig = FsdpConfig()
+    deepspeed: str | None = None  # DeepSpeed JSON (ZeRO-2/3, GPUs only), e.g. configs/deepspeed/zero2.json
 
 
 class EvalConfig(_Section):
@@ -130,6 +143,14 @@ class RunConfig(_Section):
         if m.kind == "freeze" and not any(self.trains_role(r) for r in ROLES):
             raise ValueError("method.kind: freeze trains nothing: set at least one of "
                              "trainable.vision/projector/language to true")
+        d = self.train.distributed
+        if d == "fsdp" and m.uses_adapter:
+            raise ValueError(f"train.distributed: fsdp shards full fine-tuning (method.kind full or freeze), "
+                             f"not {m.kind}; adapter runs keep a frozen base per process: use ddp")
+        if d == "deepspeed" and not self.train.deepspeed:
+            raise ValueError("train.deepspeed: train.distributed=deepspeed needs a DeepSpeed JSON config")
+        if d in ("ddp", "fsdp") and self.train.deepspeed:
+            raise ValueError(f"train.deepspeed: set, but train.distributed is {d}; use deepspeed or auto")
         if m.uses_adapter:
             both = [r for r in m.lora_on if getattr(t, r)]
             if both:

@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import torch
@@ -67,3 +67,10 @@ class StepPlan:
             if mine:
                 out.append(mine)
         return out
+
+    def padding(self, step: int) -> list[list[int]]:
+        """Micro-batches this process runs with every label masked, so that it runs as many
+        forward/backward passes as process 0 (FSDP gathers weights in each pass: every
+        process must take part). They are process 0's samples and add nothing to the loss."""
+        first = replace(self, rank=0).micro_batches(step)
+        return first[len(self.micro_batches(step)):]

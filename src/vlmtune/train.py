@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -24,8 +24,9 @@ import torch.nn.functional as F
 import yaml
 
 from vlmtune import checkpoint as ckpt
+from vlmtune import distributed as dist
 from vlmtune.atomic import dir_bytes, staged_dir, write_json, write_text
-from vlmtune.config import RunConfig, dump_config
+from vlmtune.config import RunConfig, build_config, dump_config
 from vlmtune.data.collate import Collator
 from vlmtune.data.dataset import EncodedDataset
 from vlmtune.data.encode import IGNORE, image_token_ids
@@ -33,28 +34,13 @@ from vlmtune.data.mix import mix_general
 from vlmtune.data.schema import load_samples
 from vlmtune.diagnose.format_check import warn_format_mismatch
 from vlmtune.diagnose.vision_share import VisionShare
-from vlmtune.errors import DataError, VlmtuneError
+from vlmtune.errors import ConfigError, DataError, VlmtuneError
 from vlmtune.loading import BASE_SIGNATURE, base_signature
 from vlmtune.logs import RunLog
 from vlmtune.measure import Throughput, machine_info, peak_memory, reset_peak
 from vlmtune.methods import count_parameters, prepare, trainable_by_role
 from vlmtune.rundir import check_run_dir, open_run_dir
 from vlmtune.steps import StepPlan
-
-
-def make_accelerator(cfg: RunConfig) -> Any:
-    """Single process, or one of several under ``torchrun`` / ``accelerate launch`` (DDP;
-    on CPU the gloo backend, which accelerate only picks when told the run is CPU-only)."""
-    from accelerate import Accelerator, DistributedDataParallelKwargs
-
-    precision = cfg.train.precision
-    if precision == "auto":
-        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-    # Vision or projector weights may get no gradient in a text-only batch: DDP must allow that.
-    unused = any(cfg.trains_role(r) for r in ("vision", "projector")) or "vision" in cfg.method.lora_on
-    return Accelerator(mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision],
-                       cpu=not torch.cuda.is_available(),
-                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused)])
 
 
 def load_split(cfg: RunConfig, path: str, processor: Any, family: Any, model_config: Any, *,
@@ -98,17 +84,25 @@ def validation_loss(model: torch.nn.Module, data: EncodedDataset, collate: Colla
     return total / max(count, 1)
 
 
+def _no_labels(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    batch["labels"] = torch.full_like(batch["labels"], IGNORE)
+    return batch
+
+
 def _to(value: Any, device: torch.device) -> Any:
     return value.to(device) if isinstance(value, torch.Tensor) else value
 
 
-def _save_artefacts(run: Path, model: Any, processor: Any, cfg: RunConfig, accelerator: Any) -> Path:
-    """Adapter (PEFT format) or full model (HF format), each with the processor."""
+def _save_artefacts(run: Path, model: Any, processor: Any, cfg: RunConfig, accelerator: Any,
+                    state_dict: dict[str, torch.Tensor] | None) -> Path:
+    """Adapter (PEFT format) or full model (HF format), each with the processor;
+    ``state_dict``: the gathered full weights when the model is sharded (FSDP, ZeRO-3)."""
     target = run / ("adapter" if cfg.method.uses_adapter else "model")
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.config.use_cache = True  # off while training; generation wants it back
     with staged_dir(target) as tmp:
-        unwrapped.save_pretrained(tmp, safe_serialization=True)
+        unwrapped.save_pretrained(tmp, safe_serialization=True,
+                                  **({"state_dict": state_dict} if state_dict is not None else {}))
         processor.save_pretrained(tmp)
         if cfg.method.uses_adapter:
             write_json(tmp / BASE_SIGNATURE, base_signature(unwrapped))
@@ -124,7 +118,12 @@ def _check_resume_config(run: Path, cfg: RunConfig) -> None:
     saved_path = run / "config.yaml"
     if not saved_path.is_file():
         return
-    saved = _flatten(yaml.safe_load(saved_path.read_text()))
+    saved = yaml.safe_load(saved_path.read_text())
+    try:  # settings added since the run was saved take their defaults
+        saved = build_config(saved, source=saved_path).model_dump(mode="json")
+    except ConfigError:
+        pass
+    saved = _flatten(saved)
     now = _flatten(cfg.model_dump(mode="json"))
     changed = sorted(k for k in saved.keys() | now.keys()
                      if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
@@ -147,7 +146,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Path:
     if not cfg.data.train:
         raise VlmtuneError("data.train: no training set given")
-    accelerator = make_accelerator(cfg)
+    accelerator = dist.make_accelerator(cfg)
     main = accelerator.is_main_process
     if main:  # only the main process owns the run directory; fail before any work
         if check_run_dir(cfg.run_dir, overwrite=overwrite, resume=resume):
@@ -159,6 +158,8 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
     model, processor, family = prepare(cfg, device=accelerator.device)
     train_data = load_split(cfg, cfg.data.train, processor, family, model.config, mix=True)
     val_data = load_split(cfg, cfg.data.val, processor, family, model.config) if cfg.data.val else None
+    if dist.strategy(cfg) == "fsdp":
+        dist.check_fsdp_data([e.sample for e in train_data.examples], accelerator.num_processes)
     run = cfg.run_dir
     if main:  # all input is valid: only now is anything written
         run = open_run_dir(cfg.run_dir, overwrite=overwrite, resume=resume)
@@ -176,16 +177,23 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     scheduler = _scheduler(optimizer, t.schedule, math.ceil(t.warmup_ratio * plan.total_steps), plan.total_steps)
+    dist.shard_units(accelerator, model, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
+    params = [p for p in model.parameters() if p.requires_grad]  # FSDP replaced them with sharded ones
     model.train()
     vision = VisionShare(model, family, plan.total_steps)  # hooks on steps 2-5 only
 
     start_step, carried = 0, {"train_seconds": 0.0, "samples": 0, "tokens": 0}
+    if resume and dist.is_deepspeed(accelerator):
+        raise VlmtuneError(f"{run}: --resume is not supported under DeepSpeed (its ZeRO states are sharded "
+                           "per process); use train.distributed=fsdp or ddp for resumable runs")
     if resume and (last := ckpt.latest_checkpoint(run / "checkpoints")) is not None:
-        state = ckpt.load_checkpoint(last, accelerator.unwrap_model(model), optimizer, scheduler)
+        state = ckpt.load_checkpoint(last, scheduler)
+        dist.restore(accelerator, model, optimizer, state["weights"], state["optimizer"])
         start_step, carried = state["step"], state["carried"]
         accelerator.print(f"resumed from {last} (step {start_step})")
 
+    scale = dist.loss_scale(accelerator, t.grad_accum)
     meter = Throughput(samples=carried["samples"], tokens=carried["tokens"], seconds=carried["train_seconds"])
     loss_value = float("nan")
     with RunLog(run, plan.total_steps, start_step, enabled=main) as log:
@@ -193,58 +201,73 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
             meter.start()
             vision.begin(step)
             batches = [collate([train_data[i] for i in idx]) for idx in plan.micro_batches(step)]
+            n_samples = sum(b["input_ids"].shape[0] for b in batches)
+            n_input = sum(int(b["attention_mask"].sum()) for b in batches)
+            if dist.is_fsdp(accelerator):  # a short last batch: still join every all-gather
+                batches += [_no_labels(collate([train_data[i] for i in idx])) for idx in plan.padding(step)]
             n_tokens = sum(n_target_tokens(b) for b in batches)
             n_tokens = int(accelerator.reduce(torch.tensor(n_tokens, device=accelerator.device), "sum"))
-            loss_value, n_samples, n_input = 0.0, 0, 0
+            loss_value = 0.0
             for k, batch in enumerate(batches):
-                n_samples += batch["input_ids"].shape[0]
-                n_input += int(batch["attention_mask"].sum())
                 batch = {key: _to(v, accelerator.device) for key, v in batch.items()}
-                sync = k == len(batches) - 1
-                with accelerator.no_sync(model) if not sync else nullcontext():
+                with dist.micro_batch(accelerator, model, last=k == len(batches) - 1):
                     with accelerator.autocast():
-                        loss = token_loss_sum(model, batch) * accelerator.num_processes / max(n_tokens, 1)
-                    accelerator.backward(loss)
-                loss_value += float(loss.detach()) / accelerator.num_processes
+                        loss = token_loss_sum(model, batch) / max(n_tokens, 1)
+                    accelerator.backward(loss * scale)
+                loss_value += float(loss.detach())
             if accelerator.num_processes > 1:  # the step's loss over every process's tokens
                 loss_value = float(accelerator.reduce(torch.tensor(loss_value, device=accelerator.device), "sum"))
             if not math.isfinite(loss_value):
                 raise VlmtuneError(f"loss is {loss_value} at step {step + 1}; stopped. The last good "
                                    f"checkpoint is kept in {run / 'checkpoints'}; lower train.lr or check the data")
-            grad_norm = (accelerator.clip_grad_norm_(params, t.max_grad_norm) if t.max_grad_norm
-                         else torch.tensor(0.0))
+            grad_norm = accelerator.clip_grad_norm_(params, t.max_grad_norm) if t.max_grad_norm else 0.0
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             meter.stop(n_samples * accelerator.num_processes, n_input * accelerator.num_processes)
             vision.end(step)
             done = step + 1
-            row = {"loss": loss_value, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
-                   "epoch": round(plan.epoch_of(done), 4), "samples_per_s": meter.samples_per_s,
-                   "tokens_per_s": meter.tokens_per_s}
+            row = {"loss": loss_value, "lr": scheduler.get_last_lr()[0], "epoch": round(plan.epoch_of(done), 4),
+                   "samples_per_s": meter.samples_per_s, "tokens_per_s": meter.tokens_per_s}
+            if grad_norm is not None:  # DeepSpeed reports it only after its first step
+                row["grad_norm"] = float(grad_norm)
             if val_data is not None and t.eval_every and done % t.eval_every == 0 and done < plan.total_steps:
                 row["val_loss"] = validation_loss(model, val_data, collate, t.batch_size, accelerator.device)
             if done % t.log_every == 0 or done == plan.total_steps or "val_loss" in row:
                 log.record(done, row)
             log.advance(done, loss_value, meter.samples_per_s)
-            if main and (done % t.checkpoint_every == 0 or done == plan.total_steps):
-                carried = {"train_seconds": meter.seconds, "samples": meter.samples, "tokens": meter.tokens}
-                with _saving(run, "checkpoint"):
-                    ckpt.save_checkpoint(run / "checkpoints", done, accelerator.unwrap_model(model), optimizer,
-                                         scheduler, {"carried": carried, "epoch": plan.epoch_of(done)},
-                                         keep=t.keep_checkpoints)
+            if done % t.checkpoint_every == 0 or done == plan.total_steps:
+                _checkpoint(run, done, model, optimizer, scheduler, accelerator, meter, plan, t.keep_checkpoints)
         final_val = None
         if val_data is not None:
             final_val = validation_loss(model, val_data, collate, t.batch_size, accelerator.device)
             log.record(plan.total_steps, {"val_loss": final_val})
     accelerator.wait_for_everyone()
+    full = dist.full_state_dict(accelerator, model)  # every process takes part in gathering shards
     if main:
         with _saving(run, "adapter/model"):
-            artefact = _save_artefacts(run, model, processor, cfg, accelerator)
+            artefact = _save_artefacts(run, model, processor, cfg, accelerator, full)
         write_json(run / "resources.json", {**_resources(cfg, model, family, meter, artefact, accelerator,
                                                          plan, loss_value, final_val),
                                             "vision_share": vision.result()})
     return run
+
+
+def _checkpoint(run: Path, done: int, model: Any, optimizer: Any, scheduler: Any, accelerator: Any,
+                meter: Throughput, plan: StepPlan, keep: int) -> None:
+    """Gather (every process, for FSDP) and write (main process) the step's checkpoint.
+    DeepSpeed runs are not checkpointed: their optimizer states stay sharded in DeepSpeed."""
+    if dist.is_deepspeed(accelerator):
+        return
+    weights = dist.trainable_weights(accelerator, model)
+    optim_state = dist.optimizer_state(accelerator, model, optimizer)
+    if accelerator.is_main_process:
+        carried = {"train_seconds": meter.seconds, "samples": meter.samples, "tokens": meter.tokens}
+        with _saving(run, "checkpoint"):
+            ckpt.save_checkpoint(run / "checkpoints", done, weights, optim_state, scheduler,
+                                 {"carried": carried, "epoch": plan.epoch_of(done)},
+                                 keep=keep)
+    accelerator.wait_for_everyone()
 
 
 @contextmanager
