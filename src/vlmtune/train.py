@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -36,10 +37,13 @@ from vlmtune.diagnose.vision_share import VisionShare
 from vlmtune.errors import DataError, VlmtuneError
 from vlmtune.loading import BASE_SIGNATURE, base_signature
 from vlmtune.logs import RunLog
+from vlmtune.flops import FlopCounter
 from vlmtune.measure import Throughput, machine_info, peak_memory, reset_peak
 from vlmtune.methods import count_parameters, prepare, trainable_by_role
 from vlmtune.rundir import check_run_dir, open_run_dir
+from vlmtune.packing import check_packing, pack
 from vlmtune.steps import StepPlan
+from vlmtune.vision_cache import VisionCache
 
 
 def make_accelerator(cfg: RunConfig) -> Any:
@@ -102,6 +106,31 @@ def _to(value: Any, device: torch.device) -> Any:
     return value.to(device) if isinstance(value, torch.Tensor) else value
 
 
+@dataclass
+class MicroBatch:
+    """One micro-batch ready for ``model(**batch)``, with what the loop counts."""
+
+    keys: list[int]  # dataset indices, in row order
+    image_tokens: list[int]  # image placeholder tokens per example (vision cache)
+    batch: dict[str, Any]
+    samples: int
+    tokens: int  # non-pad input tokens
+    targets: int  # labelled tokens
+
+
+def _micro_batch(keys: list[int], data: EncodedDataset, collate: Collator, cache: VisionCache,
+                 model: torch.nn.Module, family: Any, packing: bool) -> MicroBatch:
+    """Collate; drop pixel inputs whose features are cached; pack into one row if asked."""
+    examples = [data[i] for i in keys]
+    batch = collate(examples)
+    counts = cache.image_tokens(examples)
+    stats = dict(samples=len(keys), tokens=int(batch["attention_mask"].sum()), targets=n_target_tokens(batch))
+    batch = cache.prepare(keys, counts, batch)
+    if packing:
+        batch = pack(batch, family, model)
+    return MicroBatch(list(keys), counts, batch, **stats)
+
+
 def _save_artefacts(run: Path, model: Any, processor: Any, cfg: RunConfig, accelerator: Any) -> Path:
     """Adapter (PEFT format) or full model (HF format), each with the processor."""
     target = run / ("adapter" if cfg.method.uses_adapter else "model")
@@ -117,7 +146,8 @@ def _save_artefacts(run: Path, model: Any, processor: Any, cfg: RunConfig, accel
 
 # Settings a resumed run may change; anything else would make the resumed run a different run.
 RESUMABLE_CHANGES = {"train.max_steps", "train.epochs", "train.checkpoint_every", "train.keep_checkpoints",
-                     "train.eval_every", "train.log_every"}
+                     "train.eval_every", "train.log_every", "train.vision_cache", "train.vision_cache_max_bytes",
+                     "train.packing"}  # the last three change speed, not results
 
 
 def _check_resume_config(run: Path, cfg: RunConfig) -> None:
@@ -171,14 +201,18 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
     collate = Collator(processor, cfg.data.max_length)
 
     t = cfg.train
+    check_packing(t.packing, family)
     plan = StepPlan(len(train_data), t.batch_size, t.grad_accum, t.epochs, t.max_steps, t.seed,
-                    accelerator.num_processes, accelerator.process_index)
+                    accelerator.num_processes, accelerator.process_index,
+                    lengths=tuple(e.length for e in train_data.examples) if t.group_by_length else None)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     scheduler = _scheduler(optimizer, t.schedule, math.ceil(t.warmup_ratio * plan.total_steps), plan.total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
     vision = VisionShare(model, family, plan.total_steps)  # hooks on steps 2-5 only
+    cache = VisionCache.for_run(cfg, accelerator.unwrap_model(model), family, run, accelerator.process_index)
+    flops = FlopCounter(accelerator.unwrap_model(model), family)
 
     start_step, carried = 0, {"train_seconds": 0.0, "samples": 0, "tokens": 0}
     if resume and (last := ckpt.latest_checkpoint(run / "checkpoints")) is not None:
@@ -192,17 +226,18 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
         for step in range(start_step, plan.total_steps):
             meter.start()
             vision.begin(step)
-            batches = [collate([train_data[i] for i in idx]) for idx in plan.micro_batches(step)]
-            n_tokens = sum(n_target_tokens(b) for b in batches)
+            micro = [_micro_batch(idx, train_data, collate, cache, model, family, t.packing)
+                     for idx in plan.micro_batches(step)]
+            n_tokens = sum(m.targets for m in micro)
             n_tokens = int(accelerator.reduce(torch.tensor(n_tokens, device=accelerator.device), "sum"))
-            loss_value, n_samples, n_input = 0.0, 0, 0
-            for k, batch in enumerate(batches):
-                n_samples += batch["input_ids"].shape[0]
-                n_input += int(batch["attention_mask"].sum())
-                batch = {key: _to(v, accelerator.device) for key, v in batch.items()}
-                sync = k == len(batches) - 1
+            loss_value = 0.0
+            n_samples, n_input = sum(m.samples for m in micro), sum(m.tokens for m in micro)
+            step_flops = sum(flops.of_batch(m.batch) for m in micro)
+            for k, m in enumerate(micro):
+                batch = {key: _to(v, accelerator.device) for key, v in m.batch.items()}
+                sync = k == len(micro) - 1
                 with accelerator.no_sync(model) if not sync else nullcontext():
-                    with accelerator.autocast():
+                    with accelerator.autocast(), cache.serving(m.keys, m.image_tokens, batch["input_ids"]):
                         loss = token_loss_sum(model, batch) * accelerator.num_processes / max(n_tokens, 1)
                     accelerator.backward(loss)
                 loss_value += float(loss.detach()) / accelerator.num_processes
@@ -216,17 +251,18 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            meter.stop(n_samples * accelerator.num_processes, n_input * accelerator.num_processes)
+            meter.stop(n_samples * accelerator.num_processes, n_input * accelerator.num_processes,
+                       step_flops * accelerator.num_processes)
             vision.end(step)
             done = step + 1
             row = {"loss": loss_value, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
                    "epoch": round(plan.epoch_of(done), 4), "samples_per_s": meter.samples_per_s,
-                   "tokens_per_s": meter.tokens_per_s}
+                   "tokens_per_s": meter.tokens_per_s, "mfu": meter.mfu}
             if val_data is not None and t.eval_every and done % t.eval_every == 0 and done < plan.total_steps:
                 row["val_loss"] = validation_loss(model, val_data, collate, t.batch_size, accelerator.device)
             if done % t.log_every == 0 or done == plan.total_steps or "val_loss" in row:
                 log.record(done, row)
-            log.advance(done, loss_value, meter.samples_per_s)
+            log.advance(done, loss_value, meter.samples_per_s, meter.mfu)
             if main and (done % t.checkpoint_every == 0 or done == plan.total_steps):
                 carried = {"train_seconds": meter.seconds, "samples": meter.samples, "tokens": meter.tokens}
                 with _saving(run, "checkpoint"):
@@ -237,13 +273,15 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
         if val_data is not None:
             final_val = validation_loss(model, val_data, collate, t.batch_size, accelerator.device)
             log.record(plan.total_steps, {"val_loss": final_val})
+    cache.close()
     accelerator.wait_for_everyone()
     if main:
         with _saving(run, "adapter/model"):
             artefact = _save_artefacts(run, model, processor, cfg, accelerator)
         write_json(run / "resources.json", {**_resources(cfg, model, family, meter, artefact, accelerator,
                                                          plan, loss_value, final_val),
-                                            "vision_share": vision.result()})
+                                            "vision_share": vision.result(), "vision_cache": cache.stats(),
+                                            "packing": t.packing, "group_by_length": t.group_by_length})
     return run
 
 
@@ -280,6 +318,8 @@ def _resources(cfg: RunConfig, model: Any, family: Any, meter: Throughput, artef
         "method": cfg.method.kind, "family": family.name,
         "wall_time_s": round(meter.seconds, 3), "steps": plan.total_steps,
         "samples_per_s": meter.samples_per_s, "tokens_per_s": meter.tokens_per_s,
+        "flops_per_step": meter.flops / max(meter.steps, 1), "achieved_flops_per_s": meter.flops_per_s,
+        "peak_flops_per_s": meter.peak_flops_per_s, "mfu": meter.mfu,
         "peak_memory": peak_memory(accelerator.device),
         "trainable_params": counts["trainable"], "total_params": counts["total"],
         "trainable_pct": 100.0 * counts["trainable"] / max(counts["total"], 1),
