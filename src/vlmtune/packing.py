@@ -12,6 +12,7 @@ Qwen-VL families need their 3-D M-RoPE positions: we compute them per sample wit
 model's own ``get_rope_index`` on the padded batch and keep the unpadded columns, with the
 plain per-sample positions as the extra first row that marks the sample boundaries.
 
+The batch carries ``use_cache=False``: with a KV cache, transformers ignores the restarts.
 The first token of each sample gets no label: in the packed row it would be the target of
 the previous sample's last token (unpacked, it is never a target either).
 
@@ -59,6 +60,9 @@ def pack(batch: dict[str, Any], family: Any, model: nn.Module) -> dict[str, Any]
         out["position_ids"] = torch.cat([text_positions.unsqueeze(0), rope[:, mask].unsqueeze(1)], dim=0)
     else:
         out["position_ids"] = text_positions
+    # transformers only reads position restarts as sample boundaries without a KV cache (and
+    # the decoder's own config may still ask for one).
+    out["use_cache"] = False
     return out
 
 

@@ -80,7 +80,7 @@ def load_split(cfg: RunConfig, path: str, processor: Any, family: Any, model_con
 def token_loss_sum(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Summed next-token cross-entropy over labelled positions."""
     labels = batch.pop("labels")
-    logits = model(**batch).logits
+    logits = model(**{"use_cache": False, **batch}).logits  # decoders may default to a KV cache
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
                            ignore_index=IGNORE, reduction="sum")
 
