@@ -40,6 +40,7 @@ class RoleCost:
 
     weights: int = 0
     trainable: int = 0
+    inputs_leaf: int = 0  # layers whose input is data (patch embedding): never an input gradient
 
 
 def _clean(name: str) -> str:
@@ -65,6 +66,8 @@ def role_costs(model: nn.Module, family: Any) -> dict[str, RoleCost]:
             continue
         cost = costs[family.role_of(_clean(name)) or "language"]
         cost.weights += size
+        if not isinstance(module, nn.Linear):
+            cost.inputs_leaf += size
         if weight.requires_grad:
             cost.trainable += size
     return costs
@@ -95,7 +98,7 @@ class FlopCounter:
         forward = 2 * rows * cost.weights + 4 * attn_pairs * attn_width
         backward = 2 * rows * cost.trainable
         if self.backprop[role]:
-            backward += 2 * rows * cost.weights + 8 * attn_pairs * attn_width
+            backward += 2 * rows * (cost.weights - cost.inputs_leaf) + 8 * attn_pairs * attn_width
         return float(forward + backward)
 
     def of_batch(self, batch: dict[str, Any]) -> float:
