@@ -99,6 +99,7 @@ class TrainConfig(_Section):
     vision_cache_max_bytes: int = Field(2 * 1024**3, ge=0)  # beyond this, new images are not cached
     packing: bool = False  # one padding-free row per micro-batch, attention kept inside each sample
     group_by_length: bool = False  # micro-batches of similar length (less padding)
+    input_cache_max_bytes: int = Field(1024**3, ge=0)  # processed rows kept by the collator (0: off)
 
 
 class EvalConfig(_Section):

@@ -147,7 +147,7 @@ def _save_artefacts(run: Path, model: Any, processor: Any, cfg: RunConfig, accel
 # Settings a resumed run may change; anything else would make the resumed run a different run.
 RESUMABLE_CHANGES = {"train.max_steps", "train.epochs", "train.checkpoint_every", "train.keep_checkpoints",
                      "train.eval_every", "train.log_every", "train.vision_cache", "train.vision_cache_max_bytes",
-                     "train.packing"}  # the last three change speed, not results
+                     "train.packing", "train.input_cache_max_bytes"}  # the last four change speed, not results
 
 
 def _check_resume_config(run: Path, cfg: RunConfig) -> None:
@@ -198,9 +198,8 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
         write_json(run / "data.json", {"train": {**_data_stats(train_data), "general_mixed": mixed},
                                        "val": _data_stats(val_data) if val_data else None})
     accelerator.wait_for_everyone()
-    collate = Collator(processor, cfg.data.max_length)
-
     t = cfg.train
+    collate = Collator(processor, cfg.data.max_length, cache_bytes=t.input_cache_max_bytes)
     check_packing(t.packing, family)
     plan = StepPlan(len(train_data), t.batch_size, t.grad_accum, t.epochs, t.max_steps, t.seed,
                     accelerator.num_processes, accelerator.process_index,
