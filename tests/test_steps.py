@@ -47,3 +47,38 @@ def test_grouping_splits_global_batches_across_processes():
     ranks = [StepPlan(40, 2, 1, 1.0, None, seed=0, world=2, rank=r, lengths=lengths) for r in (0, 1)]
     seen = sorted(i for plan in ranks for s in range(plan.total_steps) for b in plan.micro_batches(s) for i in b)
     assert seen == list(range(40))
+
+
+def test_resume_with_grouping_packing_and_caches_matches_uninterrupted(tiny_factory, run_config, monkeypatch):
+    import pytest
+    from safetensors.torch import load_file
+
+    from vlmtune import checkpoint as ckpt
+    from vlmtune.train import train
+
+    model = tiny_factory("qwen2_vl")
+    common = dict(train_file="train_mixed.jsonl", data={"val": None},
+                  train={"max_steps": 6, "checkpoint_every": 2, "grad_accum": 2, "lr": 1e-3,
+                         "group_by_length": True, "packing": True, "vision_cache": "memory"})
+    straight = train(run_config(model, name="straight", **common))
+
+    class Crash(Exception):
+        pass
+
+    real_save = ckpt.save_checkpoint
+
+    def save_then_crash(folder, step, *args, **kwargs):
+        path = real_save(folder, step, *args, **kwargs)
+        if step == 4:
+            raise Crash
+        return path
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", save_then_crash)
+    cfg = run_config(model, name="interrupted", **common)
+    with pytest.raises(Crash):
+        train(cfg)
+    monkeypatch.setattr(ckpt, "save_checkpoint", real_save)
+    resumed = train(cfg, resume=True)
+    a = load_file(str(ckpt.latest_checkpoint(straight / "checkpoints") / "trainable.safetensors"))
+    b = load_file(str(ckpt.latest_checkpoint(resumed / "checkpoints") / "trainable.safetensors"))
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6

@@ -98,14 +98,18 @@ class Throughput:
     seconds: float = 0.0
     flops: float = 0.0
     steps: int = 0
+    cpu_seconds: float = 0.0  # process CPU time (all threads) inside steps: steadier than wall on a shared machine
     _start: float | None = field(default=None, repr=False)
+    _cpu_start: float = field(default=0.0, repr=False)
 
     def start(self) -> None:
         self._start = time.perf_counter()
+        self._cpu_start = time.process_time()
 
     def stop(self, samples: int, tokens: int, flops: float = 0.0) -> None:
         if self._start is not None:
             self.seconds += time.perf_counter() - self._start
+            self.cpu_seconds += time.process_time() - self._cpu_start
             self._start = None
         self.samples += samples
         self.tokens += tokens

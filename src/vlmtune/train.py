@@ -315,7 +315,7 @@ def _resources(cfg: RunConfig, model: Any, family: Any, meter: Throughput, artef
     counts = count_parameters(unwrapped)
     return {
         "method": cfg.method.kind, "family": family.name,
-        "wall_time_s": round(meter.seconds, 3), "steps": plan.total_steps,
+        "wall_time_s": round(meter.seconds, 3), "train_cpu_s": round(meter.cpu_seconds, 3), "steps": plan.total_steps,
         "samples_per_s": meter.samples_per_s, "tokens_per_s": meter.tokens_per_s,
         "flops_per_step": meter.flops / max(meter.steps, 1), "achieved_flops_per_s": meter.flops_per_s,
         "peak_flops_per_s": meter.peak_flops_per_s, "mfu": meter.mfu,
