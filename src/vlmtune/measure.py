@@ -27,8 +27,9 @@ import torch
 @lru_cache(maxsize=None)
 def _peak_flops(device: str, threads: int, dtype: torch.dtype) -> float:
     size = 1024 if device == "cpu" else 4096
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
+    gen = torch.Generator(device).manual_seed(0)  # never the global RNG: training draws from it
+    a = torch.randn(size, size, device=device, dtype=dtype, generator=gen)
+    b = torch.randn(size, size, device=device, dtype=dtype, generator=gen)
     torch.matmul(a, b)  # warm-up
     best = float("inf")
     for _ in range(3):
@@ -98,6 +99,7 @@ class Throughput:
     seconds: float = 0.0
     flops: float = 0.0
     steps: int = 0
+    world: int = 1  # processes whose samples, tokens and FLOPs are counted (the peak scales with them)
     cpu_seconds: float = 0.0  # process CPU time (all threads) inside steps: steadier than wall on a shared machine
     _start: float | None = field(default=None, repr=False)
     _cpu_start: float = field(default=0.0, repr=False)
@@ -130,7 +132,7 @@ class Throughput:
 
     @property
     def peak_flops_per_s(self) -> float:
-        return peak_flops()["flops_per_s"]
+        return peak_flops()["flops_per_s"] * self.world
 
     @property
     def mfu(self) -> float:

@@ -43,7 +43,7 @@ from vlmtune.methods import count_parameters, prepare, trainable_by_role
 from vlmtune.rundir import check_run_dir, open_run_dir
 from vlmtune.packing import check_packing, pack
 from vlmtune.steps import StepPlan
-from vlmtune.vision_cache import VisionCache
+from vlmtune.vision_cache import VisionCache, resolve_mode as resolve_vision_cache
 
 
 def make_accelerator(cfg: RunConfig) -> Any:
@@ -187,6 +187,8 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
     torch.manual_seed(cfg.train.seed)
     reset_peak(accelerator.device)
     model, processor, family = prepare(cfg, device=accelerator.device)
+    check_packing(cfg.train.packing, family)  # speed options this family cannot take: fail before any work
+    resolve_vision_cache(cfg, family)
     train_data = load_split(cfg, cfg.data.train, processor, family, model.config, mix=True)
     val_data = load_split(cfg, cfg.data.val, processor, family, model.config) if cfg.data.val else None
     run = cfg.run_dir
@@ -200,7 +202,6 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
     accelerator.wait_for_everyone()
     t = cfg.train
     collate = Collator(processor, cfg.data.max_length, cache_bytes=t.input_cache_max_bytes)
-    check_packing(t.packing, family)
     plan = StepPlan(len(train_data), t.batch_size, t.grad_accum, t.epochs, t.max_steps, t.seed,
                     accelerator.num_processes, accelerator.process_index,
                     lengths=tuple(e.length for e in train_data.examples) if t.group_by_length else None)
@@ -219,7 +220,8 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
         start_step, carried = state["step"], state["carried"]
         accelerator.print(f"resumed from {last} (step {start_step})")
 
-    meter = Throughput(samples=carried["samples"], tokens=carried["tokens"], seconds=carried["train_seconds"])
+    meter = Throughput(samples=carried["samples"], tokens=carried["tokens"], seconds=carried["train_seconds"],
+                       flops=carried.get("flops", 0.0), steps=start_step, world=accelerator.num_processes)
     loss_value = float("nan")
     with RunLog(run, plan.total_steps, start_step, enabled=main) as log:
         for step in range(start_step, plan.total_steps):
@@ -263,7 +265,8 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
                 log.record(done, row)
             log.advance(done, loss_value, meter.samples_per_s, meter.mfu)
             if main and (done % t.checkpoint_every == 0 or done == plan.total_steps):
-                carried = {"train_seconds": meter.seconds, "samples": meter.samples, "tokens": meter.tokens}
+                carried = {"train_seconds": meter.seconds, "samples": meter.samples, "tokens": meter.tokens,
+                           "flops": meter.flops}
                 with _saving(run, "checkpoint"):
                     ckpt.save_checkpoint(run / "checkpoints", done, accelerator.unwrap_model(model), optimizer,
                                          scheduler, {"carried": carried, "epoch": plan.epoch_of(done)},
