@@ -18,8 +18,8 @@ from vlmtune.train import train
 CACHED = [f for f in TINY_FAMILIES if REGISTRY[f].vision_cache]
 
 
-def _run(run_config, path, name, **train_opts):
-    cfg = run_config(path, name=name, data={"max_samples": 4, "val": None},
+def _run(run_config, path, name, train_file="train_vqa.jsonl", **train_opts):
+    cfg = run_config(path, name=name, train_file=train_file, data={"max_samples": 4, "val": None},
                      train={"max_steps": None, "epochs": 3, "batch_size": 2, "checkpoint_every": 100,
                             **train_opts})
     run = train(cfg)
@@ -39,6 +39,23 @@ def test_cache_gives_the_same_losses_and_weights(family, tiny_factory, run_confi
     assert w_plain.keys() == w_cached.keys()
     for key in w_plain:
         assert torch.allclose(w_plain[key], w_cached[key], atol=1e-6, rtol=0), key
+
+
+def test_batches_with_text_only_samples_are_served_too(tiny_factory, run_config, shapes_data):
+    import json as _json
+
+    # two image samples and the text-only one: every batch of 2 holds a text-only sample or not
+    lines = (shapes_data / "train_mixed.jsonl").read_text().splitlines()
+    text_only = next(_json.loads(line) for line in lines if '"text-only"' in line)
+    second = _json.dumps({**text_only, "id": "text-only-2"})
+    (shapes_data / "train_text_mix.jsonl").write_text(
+        "\n".join([lines[0], _json.dumps(text_only), lines[1], second]) + "\n")
+    path = tiny_factory("qwen2_vl")
+    _, plain, _ = _run(run_config, path, "plain", train_file="train_text_mix.jsonl", vision_cache="off")
+    run, cached, _ = _run(run_config, path, "cached", train_file="train_text_mix.jsonl", vision_cache="memory")
+    stats = _json.loads((run / "resources.json").read_text())["vision_cache"]
+    assert stats["entries"] == 2 and stats["hits"] == 4 and stats["misses"] == 2, stats
+    assert max(abs(a - b) for a, b in zip(plain, cached)) <= 1e-6
 
 
 def test_disk_cache_and_size_cap(tiny_factory, run_config):

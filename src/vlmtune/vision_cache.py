@@ -80,7 +80,7 @@ class VisionCache:
         self.hits = self.misses = 0
         self._store: dict[int, torch.Tensor] = {}
         self._known: set[int] = set()  # keys stored (memory or disk)
-        self._active: tuple[list[int], list[int]] | None = None
+        self._active: tuple[list[int], list[int], torch.Tensor] | None = None
         self._handle = None
         if self.enabled:
             module = language_module(model, family)
@@ -100,12 +100,13 @@ class VisionCache:
             return [0] * len(examples)
         return [e.encoded.input_ids.count(self.image_id) for e in examples]
 
-    def has_all(self, keys: list[int]) -> bool:
-        return self.enabled and all(k in self._known for k in keys)
+    def has_all(self, keys: list[int], counts: list[int]) -> bool:
+        """Every example with image tokens has its features cached (text-only ones need none)."""
+        return self.enabled and all(n == 0 or k in self._known for k, n in zip(keys, counts))
 
     def prepare(self, keys: list[int], counts: list[int], batch: dict[str, Any]) -> dict[str, Any]:
         """``batch`` without its pixel inputs when every example's features are cached."""
-        if not self.has_all(keys) or not any(counts):
+        if not self.has_all(keys, counts) or not any(counts):
             return batch
         return {k: v for k, v in batch.items() if k not in PIXEL_KEYS}
 
@@ -131,12 +132,12 @@ class VisionCache:
         mask = (ids == self.image_id).to(embeds.device)
         if int(mask.sum()) != sum(counts):
             raise RuntimeError(f"vision cache: {int(mask.sum())} image tokens in the batch, expected {sum(counts)}")
-        if self.has_all(keys):
-            self.hits += len(keys)
+        if self.has_all(keys, counts):
+            self.hits += sum(n > 0 for n in counts)  # examples (with images) served from the cache
             rows = torch.cat([self._load(k) for k, n in zip(keys, counts) if n]).to(embeds.device, embeds.dtype)
             kwargs = {**kwargs, "inputs_embeds": embeds.masked_scatter(mask.unsqueeze(-1), rows)}
             return args, kwargs
-        self.misses += len(keys)
+        self.misses += sum(n > 0 for n in counts)
         rows = embeds[mask].detach()
         for key, part in zip(keys, rows.split(counts)):
             if key not in self._known and part.numel():
