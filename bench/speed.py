@@ -29,7 +29,8 @@ VARIANTS = {
     "vision_cache": {"vision_cache": "memory"},
     "packing": {"vision_cache": "off", "packing": True},
     "group_by_length": {"vision_cache": "off", "group_by_length": True},
-    "caches+grouping": {"vision_cache": "memory", "group_by_length": True},
+    "caches_grouping": {"vision_cache": "memory", "group_by_length": True},
+    "caches_packing": {"vision_cache": "memory", "packing": True},
 }
 TASKS = ("caption", "vqa", "grounding", "text")
 
@@ -40,7 +41,7 @@ def config(out: Path, data: Path, name: str, args: argparse.Namespace, train: di
     return build_config({
         "name": name, "model": {"path": "vlmtune/tiny-shapes"},
         "method": {"kind": "lora", "r": 16, "alpha": 32, "dropout": 0.0},
-        "data": {"train": str(data / "train_mix.jsonl"), "max_samples": args.samples, "max_length": 256},
+        "data": {"train": str(data / f"train_{args.data}.jsonl"), "max_samples": args.samples, "max_length": 256},
         "train": {"epochs": args.epochs, "batch_size": args.batch, "lr": 2e-3, "checkpoint_every": 10_000,
                   "out_dir": str(out / "runs"), "seed": 0, "log_every": 1000, **train}})
 
@@ -73,6 +74,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=3)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--data", default="mix", help="mix (lengths vary) or one task: caption, vqa, grounding, text")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--only", nargs="*", default=list(VARIANTS))
     args = parser.parse_args()
@@ -100,7 +102,7 @@ def main() -> None:
                           "vision_cache": res["vision_cache"]}
     rows["collate"] = time_collate(config(args.out, data, "collate", args, {}))
     base = rows.get("baseline", {}).get("cpu_s")
-    print(f"threads={args.threads} samples={args.samples} epochs={args.epochs} batch={args.batch} "
+    print(f"data={args.data} threads={args.threads} samples={args.samples} epochs={args.epochs} batch={args.batch} "
           f"(best of {args.repeat})")
     for name, row in rows.items():
         if name == "collate":
