@@ -107,6 +107,12 @@ class TrainConfig(_Section):
     distributed: Literal["auto", "ddp", "fsdp", "deepspeed"] = "auto"
     fsdp: FsdpConfig = FsdpConfig()
     deepspeed: str | None = None  # DeepSpeed JSON (ZeRO-2/3, GPUs only), e.g. configs/deepspeed/zero2.json
+    # Speed (see vlmtune.vision_cache, vlmtune.packing, vlmtune.steps); none changes the loss.
+    vision_cache: Literal["auto", "off", "memory", "disk"] = "auto"  # reuse frozen image features
+    vision_cache_max_bytes: int = Field(2 * 1024**3, ge=0)  # beyond this, new images are not cached
+    packing: bool = False  # one padding-free row per micro-batch, attention kept inside each sample
+    group_by_length: bool = False  # micro-batches of similar length (less padding)
+    input_cache_max_bytes: int = Field(1024**3, ge=0)  # processed rows kept by the collator (0: off)
 
 
 class EvalConfig(_Section):
@@ -156,7 +162,16 @@ class RunConfig(_Section):
             if both:
                 raise ValueError(f"trainable.{both[0]}: cannot fully train a role that also "
                                  f"carries LoRA adapters (method.lora_on)")
+        if self.train.vision_cache in ("memory", "disk") and not self.vision_frozen:
+            raise ValueError(f"train.vision_cache: {self.train.vision_cache} needs a frozen vision tower and "
+                             "projector (no trainable.vision/projector, no method.lora_on vision/projector)")
         return self
+
+    @property
+    def vision_frozen(self) -> bool:
+        """Nothing trains in the vision tower or the projector (their output is a function of the image)."""
+        return not any(self.trains_role(r) or (self.method.uses_adapter and r in self.method.lora_on)
+                       for r in ("vision", "projector"))
 
     def trains_role(self, role: str) -> bool:
         """Whether the full weights of ``role`` train, with the method's default applied."""

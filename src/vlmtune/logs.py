@@ -1,5 +1,5 @@
 """Where training numbers go: ``metrics.jsonl`` (one line per logged step), TensorBoard
-events in the run directory, and a rich progress bar with loss and samples/s.
+events in the run directory, and a rich progress bar with loss, samples/s and MFU.
 
 On resume, lines past the checkpoint's step are dropped, so the file reads as one run.
 
@@ -74,9 +74,11 @@ class RunLog:
                 if isinstance(value, (int, float)):
                     self._tb.add_scalar(key, value, step)
 
-    def advance(self, step: int, loss: float, samples_per_s: float) -> None:
+    def advance(self, step: int, loss: float, samples_per_s: float, mfu: float | None = None) -> None:
         if self._progress is not None:
             stats = f"loss {loss:.4f} · {samples_per_s:.1f} samples/s"
+            if mfu is not None:
+                stats += f" · MFU {100 * mfu:.1f}%"
             self._progress.update(self._task, completed=step, stats=stats)
 
     def __exit__(self, *exc: Any) -> None:

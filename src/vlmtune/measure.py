@@ -1,4 +1,7 @@
-"""What a run costs: peak memory, wall time, throughput. Every function returns plain data.
+"""What a run costs: peak memory, wall time, throughput, FLOPs and MFU. Functions return plain data.
+
+FLOPs per step are model FLOPs (vlmtune.flops), counted from the batch's shapes and the
+model's real layer sizes; MFU divides the achieved rate by a matmul peak measured here.
 
 Peak memory is the CUDA allocator's max allocated bytes on a GPU, and the process's peak
 resident set size (``ru_maxrss``) on CPU, which includes the Python interpreter and the
@@ -16,8 +19,40 @@ import resource
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import torch
+
+
+@lru_cache(maxsize=None)
+def _peak_flops(device: str, threads: int, dtype: torch.dtype) -> float:
+    size = 1024 if device == "cpu" else 4096
+    gen = torch.Generator(device).manual_seed(0)  # never the global RNG: training draws from it
+    a = torch.randn(size, size, device=device, dtype=dtype, generator=gen)
+    b = torch.randn(size, size, device=device, dtype=dtype, generator=gen)
+    torch.matmul(a, b)  # warm-up
+    best = float("inf")
+    for _ in range(3):
+        if device != "cpu":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        if device != "cpu":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def peak_flops(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> dict:
+    """This machine's measured matmul peak (the MFU denominator): the best of three square
+    matmuls (1024 on CPU), measured once per process, thread count and dtype (~0.1 s on CPU).
+
+    Why measured, not a datasheet number: CPUs here are shared and throttled, and a
+    spec-sheet peak would make every MFU look like noise."""
+    device = str(torch.device(device).type)
+    threads = torch.get_num_threads()
+    return {"flops_per_s": _peak_flops(device, threads, dtype), "threads": threads, "dtype": str(dtype),
+            "device": device}
 
 
 def peak_memory(device: torch.device | None = None) -> dict:
@@ -56,23 +91,32 @@ def machine_info(device: torch.device | None = None) -> dict:
 
 @dataclass
 class Throughput:
-    """Counts samples and non-pad tokens over timed intervals (time spent outside
-    ``step`` calls, such as validation and checkpointing, is not counted)."""
+    """Counts samples, non-pad tokens and model FLOPs over timed intervals (time spent
+    outside ``step`` calls, such as validation and checkpointing, is not counted)."""
 
     samples: int = 0
     tokens: int = 0
     seconds: float = 0.0
+    flops: float = 0.0
+    steps: int = 0
+    world: int = 1  # processes whose samples, tokens and FLOPs are counted (the peak scales with them)
+    cpu_seconds: float = 0.0  # process CPU time (all threads) inside steps: steadier than wall on a shared machine
     _start: float | None = field(default=None, repr=False)
+    _cpu_start: float = field(default=0.0, repr=False)
 
     def start(self) -> None:
         self._start = time.perf_counter()
+        self._cpu_start = time.process_time()
 
-    def stop(self, samples: int, tokens: int) -> None:
+    def stop(self, samples: int, tokens: int, flops: float = 0.0) -> None:
         if self._start is not None:
             self.seconds += time.perf_counter() - self._start
+            self.cpu_seconds += time.process_time() - self._cpu_start
             self._start = None
         self.samples += samples
         self.tokens += tokens
+        self.flops += flops
+        self.steps += 1
 
     @property
     def samples_per_s(self) -> float:
@@ -81,3 +125,17 @@ class Throughput:
     @property
     def tokens_per_s(self) -> float:
         return self.tokens / self.seconds if self.seconds else 0.0
+
+    @property
+    def flops_per_s(self) -> float:
+        return self.flops / self.seconds if self.seconds else 0.0
+
+    @property
+    def peak_flops_per_s(self) -> float:
+        return peak_flops()["flops_per_s"] * self.world
+
+    @property
+    def mfu(self) -> float:
+        """Model FLOPs utilisation: achieved model FLOPs/s over this machine's matmul peak."""
+        peak = self.peak_flops_per_s
+        return self.flops_per_s / peak if peak else 0.0

@@ -2,7 +2,8 @@
 
 Because the order is recomputed rather than iterated, resuming at step ``k`` sees exactly
 the batches an uninterrupted run would have seen, and several processes each take their
-slice of the same global batch.
+slice of the same global batch. With ``lengths`` (``train.group_by_length``) samples of
+similar length share micro-batches, to cut padding; the order is still deterministic.
 
 Example:
     >>> plan = StepPlan(n=10, batch_size=2, grad_accum=2, epochs=1.0, max_steps=None, seed=0)
@@ -18,6 +19,8 @@ from functools import lru_cache
 
 import torch
 
+GROUP_WINDOW = 50  # global batches sorted together by group_by_length (as Hugging Face's megabatches)
+
 
 @dataclass(frozen=True)
 class StepPlan:
@@ -29,6 +32,7 @@ class StepPlan:
     seed: int
     world: int = 1
     rank: int = 0
+    lengths: tuple[int, ...] | None = None  # token length per sample: group_by_length
 
     @property
     def global_batch(self) -> int:
@@ -54,7 +58,23 @@ class StepPlan:
     @lru_cache(maxsize=4)
     def _order(self, epoch: int) -> list[int]:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.n, generator=gen).tolist()
+        order = torch.randperm(self.n, generator=gen).tolist()
+        return order if self.lengths is None else self._grouped(order, gen)
+
+    def _grouped(self, order: list[int], gen: torch.Generator) -> list[int]:
+        """Length grouping: within windows of ``GROUP_WINDOW`` global batches of the shuffled
+        order, sort by length (longest first), then shuffle the order of the full batches
+        (the last, partial batch stays last). Padding shrinks, every sample is still seen
+        once per epoch, and the order stays a pure function of (seed, epoch)."""
+        window = self.global_batch * GROUP_WINDOW
+        lengths = self.lengths
+        grouped: list[int] = []
+        for start in range(0, len(order), window):
+            grouped += sorted(order[start:start + window], key=lambda i: -lengths[i])
+        full = len(grouped) // self.global_batch
+        batches = [grouped[b * self.global_batch:(b + 1) * self.global_batch] for b in range(full)]
+        shuffled = [batches[i] for i in torch.randperm(full, generator=gen).tolist()]
+        return [i for batch in shuffled for i in batch] + grouped[full * self.global_batch:]
 
     def micro_batches(self, step: int) -> list[list[int]]:
         """This process's sample indices for each micro-batch of optimizer step ``step``."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -37,10 +38,13 @@ from vlmtune.diagnose.vision_share import VisionShare
 from vlmtune.errors import ConfigError, DataError, VlmtuneError
 from vlmtune.loading import BASE_SIGNATURE, base_signature
 from vlmtune.logs import RunLog
+from vlmtune.flops import FlopCounter
 from vlmtune.measure import Throughput, machine_info, peak_memory, reset_peak
 from vlmtune.methods import count_parameters, prepare, trainable_by_role
 from vlmtune.rundir import check_run_dir, open_run_dir
+from vlmtune.packing import check_packing, pack
 from vlmtune.steps import StepPlan
+from vlmtune.vision_cache import VisionCache, resolve_mode as resolve_vision_cache
 
 
 def load_split(cfg: RunConfig, path: str, processor: Any, family: Any, model_config: Any, *,
@@ -62,7 +66,7 @@ def load_split(cfg: RunConfig, path: str, processor: Any, family: Any, model_con
 def token_loss_sum(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Summed next-token cross-entropy over labelled positions."""
     labels = batch.pop("labels")
-    logits = model(**batch).logits
+    logits = model(**{"use_cache": False, **batch}).logits  # decoders may default to a KV cache
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
                            ignore_index=IGNORE, reduction="sum")
 
@@ -93,6 +97,31 @@ def _to(value: Any, device: torch.device) -> Any:
     return value.to(device) if isinstance(value, torch.Tensor) else value
 
 
+@dataclass
+class MicroBatch:
+    """One micro-batch ready for ``model(**batch)``, with what the loop counts."""
+
+    keys: list[int]  # dataset indices, in row order
+    image_tokens: list[int]  # image placeholder tokens per example (vision cache)
+    batch: dict[str, Any]
+    samples: int
+    tokens: int  # non-pad input tokens
+    targets: int  # labelled tokens
+
+
+def _micro_batch(keys: list[int], data: EncodedDataset, collate: Collator, cache: VisionCache,
+                 model: torch.nn.Module, family: Any, packing: bool) -> MicroBatch:
+    """Collate; drop pixel inputs whose features are cached; pack into one row if asked."""
+    examples = [data[i] for i in keys]
+    batch = collate(examples)
+    counts = cache.image_tokens(examples)
+    stats = dict(samples=len(keys), tokens=int(batch["attention_mask"].sum()), targets=n_target_tokens(batch))
+    batch = cache.prepare(keys, counts, batch)
+    if packing:
+        batch = pack(batch, family, model)
+    return MicroBatch(list(keys), counts, batch, **stats)
+
+
 def _save_artefacts(run: Path, model: Any, processor: Any, cfg: RunConfig, accelerator: Any,
                     state_dict: dict[str, torch.Tensor] | None) -> Path:
     """Adapter (PEFT format) or full model (HF format), each with the processor;
@@ -111,7 +140,8 @@ def _save_artefacts(run: Path, model: Any, processor: Any, cfg: RunConfig, accel
 
 # Settings a resumed run may change; anything else would make the resumed run a different run.
 RESUMABLE_CHANGES = {"train.max_steps", "train.epochs", "train.checkpoint_every", "train.keep_checkpoints",
-                     "train.eval_every", "train.log_every"}
+                     "train.eval_every", "train.log_every", "train.vision_cache", "train.vision_cache_max_bytes",
+                     "train.packing", "train.input_cache_max_bytes"}  # the last four change speed, not results
 
 
 def _check_resume_config(run: Path, cfg: RunConfig) -> None:
@@ -156,6 +186,8 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
     torch.manual_seed(cfg.train.seed)
     reset_peak(accelerator.device)
     model, processor, family = prepare(cfg, device=accelerator.device)
+    check_packing(cfg.train.packing, family)  # speed options this family cannot take: fail before any work
+    resolve_vision_cache(cfg, family)
     train_data = load_split(cfg, cfg.data.train, processor, family, model.config, mix=True)
     val_data = load_split(cfg, cfg.data.val, processor, family, model.config) if cfg.data.val else None
     if dist.strategy(cfg) == "fsdp":
@@ -169,11 +201,11 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
         write_json(run / "data.json", {"train": {**_data_stats(train_data), "general_mixed": mixed},
                                        "val": _data_stats(val_data) if val_data else None})
     accelerator.wait_for_everyone()
-    collate = Collator(processor, cfg.data.max_length)
-
     t = cfg.train
+    collate = Collator(processor, cfg.data.max_length, cache_bytes=t.input_cache_max_bytes)
     plan = StepPlan(len(train_data), t.batch_size, t.grad_accum, t.epochs, t.max_steps, t.seed,
-                    accelerator.num_processes, accelerator.process_index)
+                    accelerator.num_processes, accelerator.process_index,
+                    lengths=tuple(e.length for e in train_data.examples) if t.group_by_length else None)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     scheduler = _scheduler(optimizer, t.schedule, math.ceil(t.warmup_ratio * plan.total_steps), plan.total_steps)
@@ -182,6 +214,8 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
     params = [p for p in model.parameters() if p.requires_grad]  # FSDP replaced them with sharded ones
     model.train()
     vision = VisionShare(model, family, plan.total_steps)  # hooks on steps 2-5 only
+    cache = VisionCache.for_run(cfg, accelerator.unwrap_model(model), family, run, accelerator.process_index)
+    flops = FlopCounter(accelerator.unwrap_model(model), family)
 
     start_step, carried = 0, {"train_seconds": 0.0, "samples": 0, "tokens": 0}
     if resume and dist.is_deepspeed(accelerator):
@@ -194,24 +228,29 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
         accelerator.print(f"resumed from {last} (step {start_step})")
 
     scale = dist.loss_scale(accelerator, t.grad_accum)
-    meter = Throughput(samples=carried["samples"], tokens=carried["tokens"], seconds=carried["train_seconds"])
+    meter = Throughput(samples=carried["samples"], tokens=carried["tokens"], seconds=carried["train_seconds"],
+                       flops=carried.get("flops", 0.0), steps=start_step, world=accelerator.num_processes)
     loss_value = float("nan")
     with RunLog(run, plan.total_steps, start_step, enabled=main) as log:
         for step in range(start_step, plan.total_steps):
             meter.start()
             vision.begin(step)
-            batches = [collate([train_data[i] for i in idx]) for idx in plan.micro_batches(step)]
-            n_samples = sum(b["input_ids"].shape[0] for b in batches)
-            n_input = sum(int(b["attention_mask"].sum()) for b in batches)
+            micro = [_micro_batch(idx, train_data, collate, cache, model, family, t.packing)
+                     for idx in plan.micro_batches(step)]
+            n_samples, n_input = sum(m.samples for m in micro), sum(m.tokens for m in micro)
+            step_flops = sum(flops.of_batch(m.batch) for m in micro)
             if dist.is_fsdp(accelerator):  # a short last batch: still join every all-gather
-                batches += [_no_labels(collate([train_data[i] for i in idx])) for idx in plan.padding(step)]
-            n_tokens = sum(n_target_tokens(b) for b in batches)
+                for idx in plan.padding(step):
+                    pad = _micro_batch(idx, train_data, collate, cache, model, family, t.packing)
+                    _no_labels(pad.batch)
+                    micro.append(MicroBatch(pad.keys, pad.image_tokens, pad.batch, 0, 0, 0))
+            n_tokens = sum(m.targets for m in micro)
             n_tokens = int(accelerator.reduce(torch.tensor(n_tokens, device=accelerator.device), "sum"))
             loss_value = 0.0
-            for k, batch in enumerate(batches):
-                batch = {key: _to(v, accelerator.device) for key, v in batch.items()}
-                with dist.micro_batch(accelerator, model, last=k == len(batches) - 1):
-                    with accelerator.autocast():
+            for k, m in enumerate(micro):
+                batch = {key: _to(v, accelerator.device) for key, v in m.batch.items()}
+                with dist.micro_batch(accelerator, model, last=k == len(micro) - 1):
+                    with accelerator.autocast(), cache.serving(m.keys, m.image_tokens, batch["input_ids"]):
                         loss = token_loss_sum(model, batch) / max(n_tokens, 1)
                     accelerator.backward(loss * scale)
                 loss_value += float(loss.detach())
@@ -224,24 +263,26 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            meter.stop(n_samples * accelerator.num_processes, n_input * accelerator.num_processes)
+            meter.stop(n_samples * accelerator.num_processes, n_input * accelerator.num_processes,
+                       step_flops * accelerator.num_processes)
             vision.end(step)
             done = step + 1
             row = {"loss": loss_value, "lr": scheduler.get_last_lr()[0], "epoch": round(plan.epoch_of(done), 4),
-                   "samples_per_s": meter.samples_per_s, "tokens_per_s": meter.tokens_per_s}
+                   "samples_per_s": meter.samples_per_s, "tokens_per_s": meter.tokens_per_s, "mfu": meter.mfu}
             if grad_norm is not None:  # DeepSpeed reports it only after its first step
                 row["grad_norm"] = float(grad_norm)
             if val_data is not None and t.eval_every and done % t.eval_every == 0 and done < plan.total_steps:
                 row["val_loss"] = validation_loss(model, val_data, collate, t.batch_size, accelerator.device)
             if done % t.log_every == 0 or done == plan.total_steps or "val_loss" in row:
                 log.record(done, row)
-            log.advance(done, loss_value, meter.samples_per_s)
+            log.advance(done, loss_value, meter.samples_per_s, meter.mfu)
             if done % t.checkpoint_every == 0 or done == plan.total_steps:
                 _checkpoint(run, done, model, optimizer, scheduler, accelerator, meter, plan, t.keep_checkpoints)
         final_val = None
         if val_data is not None:
             final_val = validation_loss(model, val_data, collate, t.batch_size, accelerator.device)
             log.record(plan.total_steps, {"val_loss": final_val})
+    cache.close()
     accelerator.wait_for_everyone()
     full = dist.full_state_dict(accelerator, model)  # every process takes part in gathering shards
     if main:
@@ -249,7 +290,8 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
             artefact = _save_artefacts(run, model, processor, cfg, accelerator, full)
         write_json(run / "resources.json", {**_resources(cfg, model, family, meter, artefact, accelerator,
                                                          plan, loss_value, final_val),
-                                            "vision_share": vision.result()})
+                                            "vision_share": vision.result(), "vision_cache": cache.stats(),
+                                            "packing": t.packing, "group_by_length": t.group_by_length})
     return run
 
 
@@ -262,7 +304,8 @@ def _checkpoint(run: Path, done: int, model: Any, optimizer: Any, scheduler: Any
     weights = dist.trainable_weights(accelerator, model)
     optim_state = dist.optimizer_state(accelerator, model, optimizer)
     if accelerator.is_main_process:
-        carried = {"train_seconds": meter.seconds, "samples": meter.samples, "tokens": meter.tokens}
+        carried = {"train_seconds": meter.seconds, "samples": meter.samples, "tokens": meter.tokens,
+                   "flops": meter.flops}
         with _saving(run, "checkpoint"):
             ckpt.save_checkpoint(run / "checkpoints", done, weights, optim_state, scheduler,
                                  {"carried": carried, "epoch": plan.epoch_of(done)},
@@ -301,8 +344,10 @@ def _resources(cfg: RunConfig, model: Any, family: Any, meter: Throughput, artef
     counts = count_parameters(unwrapped)
     return {
         "method": cfg.method.kind, "family": family.name,
-        "wall_time_s": round(meter.seconds, 3), "steps": plan.total_steps,
+        "wall_time_s": round(meter.seconds, 3), "train_cpu_s": round(meter.cpu_seconds, 3), "steps": plan.total_steps,
         "samples_per_s": meter.samples_per_s, "tokens_per_s": meter.tokens_per_s,
+        "flops_per_step": meter.flops / max(meter.steps, 1), "achieved_flops_per_s": meter.flops_per_s,
+        "peak_flops_per_s": meter.peak_flops_per_s, "mfu": meter.mfu,
         "peak_memory": peak_memory(accelerator.device),
         "trainable_params": counts["trainable"], "total_params": counts["total"],
         "trainable_pct": 100.0 * counts["trainable"] / max(counts["total"], 1),

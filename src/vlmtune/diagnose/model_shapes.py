@@ -105,8 +105,13 @@ def _vision_dims(config: Any) -> dict[str, int]:
     width = getattr(vision, "embed_dim", None) or getattr(vision, "hidden_size", 0)
     inter = getattr(vision, "intermediate_size", None) or int(width * getattr(vision, "mlp_ratio", 4))
     depth = getattr(vision, "depth", None) or getattr(vision, "num_hidden_layers", 0)
-    patch = getattr(vision, "patch_size", 14)
+    patch = _side(getattr(vision, "patch_size", 14))
     merge = getattr(vision, "spatial_merge_size", None) or 1
-    return {"width": int(width), "intermediate": int(inter), "layers": int(depth), "patch": int(patch),
-            "merge": int(merge), "image_size": int(getattr(vision, "image_size", 0) or 0),
+    return {"width": int(width), "intermediate": int(inter), "layers": int(depth), "patch": patch,
+            "merge": int(merge), "image_size": _side(getattr(vision, "image_size", 0) or 0),
             "tokens_per_image": int(getattr(config, "mm_tokens_per_image", 0) or 0)}
+
+
+def _side(value: Any) -> int:
+    """A square side from an int or an (h, w) pair (InternVL's ``patch_size: [14, 14]``)."""
+    return int(value[0] if isinstance(value, (list, tuple)) else value)

@@ -6,5 +6,6 @@ from vlmtune.families.base import Family
 
 GEMMA3 = Family("Gemma3", ("gemma3",), vision=("model.vision_tower",),
                 projector=("model.multi_modal_projector",),
-                language=("model.language_model", "lm_head"))
+                language=("model.language_model", "lm_head"),
+                packing_why="image tokens attend bidirectionally through token_type_ids blocks")
 FAMILIES = (GEMMA3,)

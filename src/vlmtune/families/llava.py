@@ -6,7 +6,7 @@ from vlmtune.families.base import Family
 
 _ROLES = dict(vision=("model.vision_tower",),
               projector=("model.multi_modal_projector",),
-              language=("model.language_model", "lm_head"))
+              language=("model.language_model", "lm_head"), packing="1d")
 
 LLAVA = Family("LLaVA-1.5", ("llava",), **_ROLES)
 LLAVA_NEXT = Family("LLaVA-NeXT", ("llava_next",), **{**_ROLES, "projector": (

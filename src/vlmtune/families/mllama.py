@@ -7,5 +7,7 @@ from vlmtune.families.base import Family
 
 MLLAMA = Family("Mllama", ("mllama",), vision=("model.vision_model",),
                 projector=("model.multi_modal_projector",),
-                language=("model.language_model", "lm_head"))
+                language=("model.language_model", "lm_head"),
+                vision_cache=False, vision_cache_why="image features enter through cross-attention layers",
+                packing_why="its cross-attention mask is per row")
 FAMILIES = (MLLAMA,)

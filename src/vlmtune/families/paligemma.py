@@ -39,5 +39,6 @@ def encode(processor: Any, sample: Any) -> Any:
 PALIGEMMA = Family("PaliGemma", ("paligemma",), vision=("model.vision_tower",),
                    projector=("model.multi_modal_projector",),
                    language=("model.language_model", "lm_head"), encode=encode, prompt=prompt,
+                   packing_why="its prompt prefix attends bidirectionally",
                    notes="single-turn only: prompt + suffix")
 FAMILIES = (PALIGEMMA,)

@@ -1,0 +1,125 @@
+"""Model FLOPs of a training step, from the model's real layer sizes and the batch's shapes.
+
+Counted: matrix multiplies (linear layers, patch-embedding convolutions, attention scores
+and values), the work that dominates and that a matmul peak measures. Not counted:
+norms, activations, softmax, the optimizer (a few % at most).
+
+Per linear layer of ``in x out`` seeing ``rows`` tokens: forward ``2·rows·in·out``; the
+backward adds ``2·rows·in·out`` for the input gradient when gradients flow through it
+and another ``2·rows·in·out`` for the weight gradient when its weight trains. So a
+frozen-base LoRA language model costs ~4N per token (plus the small adapter weight
+gradients), a full fine-tune ~6N, and a frozen vision tower 2N (0 when its features come
+from the vision cache). Attention adds ``4·Lq·Lk·heads·head_dim`` per layer forward
+(every score is computed, masked or not; so padding costs, and a packed row pays for its
+whole block-diagonal square) and twice that backward.
+
+Rows per role: every language-model layer sees every input position (padding included);
+vision-tower layers see each image's patches; projector layers see the image tokens the
+decoder receives. Mllama's cross-attention layers are counted as linear layers only.
+
+Example:
+    >>> counter = FlopCounter(model, family)  # doctest: +SKIP
+    >>> counter.of_batch(batch)               # FLOPs of forward + backward on this batch
+    1.2e9
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from vlmtune.diagnose.model_shapes import _text_dims, _vision_dims
+
+
+@dataclass
+class RoleCost:
+    """Sum of ``in·out`` over a role's matmul layers: all, and those whose weights train."""
+
+    weights: int = 0
+    trainable: int = 0
+    inputs_leaf: int = 0  # layers whose input is data (patch embedding): never an input gradient
+
+
+def _clean(name: str) -> str:
+    """Module name as the family registry knows it (without PEFT/DDP wrappers)."""
+    for prefix in ("module.", "base_model.model."):
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+    return name
+
+
+def role_costs(model: nn.Module, family: Any) -> dict[str, RoleCost]:
+    """``in·out`` per role over Linear layers (LoRA A/B included, a 4-bit weight counted
+    at its logical size) and, for the vision role, patch-embedding convolutions."""
+    costs = {role: RoleCost() for role in ("vision", "projector", "language")}
+    for name, module in model.named_modules():
+        if ".original_module" in name:  # PEFT keeps the frozen original beside a trained copy
+            continue
+        if isinstance(module, nn.Linear):
+            size, weight = module.in_features * module.out_features, module.weight
+        elif isinstance(module, (nn.Conv2d, nn.Conv3d)):  # one output position per patch
+            size, weight = module.weight.numel(), module.weight
+        else:
+            continue
+        cost = costs[family.role_of(_clean(name)) or "language"]
+        cost.weights += size
+        if not isinstance(module, nn.Linear):
+            cost.inputs_leaf += size
+        if weight.requires_grad:
+            cost.trainable += size
+    return costs
+
+
+class FlopCounter:
+    """FLOPs of one forward + backward pass on a batch (see the module docstring)."""
+
+    def __init__(self, model: nn.Module, family: Any):
+        config = getattr(model, "config", None)
+        self.costs = role_costs(model, family)
+        text = _text_dims(config)
+        self.text_attn = text["layers"] * text["heads"] * text["head_dim"]
+        vision = _vision_dims(config)
+        self.vision_attn = vision.get("layers", 0) * vision.get("width", 0)
+        self.patch = vision.get("patch", 14)
+        self.image_id = next((v for a in ("image_token_id", "image_token_index")
+                              if isinstance(v := getattr(config, a, None), int)), None)
+        grads = {role: any(p.requires_grad for n, p in model.named_parameters()
+                           if (family.role_of(_clean(n)) or "language") == role)
+                 for role in self.costs}
+        # Input gradients flow through a role when it or anything before it trains.
+        self.backprop = {"vision": grads["vision"], "projector": grads["vision"] or grads["projector"],
+                         "language": any(grads.values())}
+
+    def _pass(self, role: str, rows: int, attn_pairs: int, attn_width: int) -> float:
+        cost = self.costs[role]
+        forward = 2 * rows * cost.weights + 4 * attn_pairs * attn_width
+        backward = 2 * rows * cost.trainable
+        if self.backprop[role]:
+            backward += 2 * rows * (cost.weights - cost.inputs_leaf) + 8 * attn_pairs * attn_width
+        return float(forward + backward)
+
+    def of_batch(self, batch: dict[str, Any]) -> float:
+        ids = batch["input_ids"]
+        rows, seq = ids.shape[:2]
+        total = self._pass("language", rows * seq, rows * seq * seq, self.text_attn)
+        if batch.get("pixel_values") is not None:  # served from the vision cache: no vision work
+            patches, pairs = self._patches(batch)
+            image_tokens = int((ids == self.image_id).sum()) if self.image_id is not None else 0
+            total += self._pass("vision", patches, pairs, self.vision_attn)
+            total += self._pass("projector", image_tokens, 0, 0)
+        return total
+
+    def _patches(self, batch: dict[str, Any]) -> tuple[int, int]:
+        """Patches through the vision tower and sum of per-image (patches²) for attention."""
+        pixels: torch.Tensor = batch["pixel_values"]
+        grid = batch.get("image_grid_thw")
+        if grid is not None:  # Qwen: flattened patches, attention within each image
+            per_image = grid.prod(-1)
+            return int(pixels.shape[0]), int((per_image**2).sum())
+        channels, height, width = pixels.shape[-3:]
+        crops = pixels.numel() // (channels * height * width)
+        per_crop = (height // self.patch) * (width // self.patch)
+        return crops * per_crop, crops * per_crop**2
