@@ -171,12 +171,15 @@ def language_activations(shapes: ModelShapes, w: Workload, method: str, batch: i
     kv_kept = qd if padded(batch) else kvd  # SDPA repeats K/V to all heads when a mask is given
     attention = a * (2 * qd + 2 * kv_kept)  # q and k after RoPE, v, output (o_proj's input)
     mask = a * w.seq if padded(batch) else 0  # the float copy of the 4-D mask SDPA keeps per layer
+    # norms keep their fp32 input and normalised tensor (8 B), plus 4 B of output for the two
+    # that feed a trained Linear; frozen (LoRA), only the fp32 input
+    head_norms = (qd + kvd) if shapes.head_norms else 0
     if method == "full":
-        per_layer = 2 * 12 * h + attention + 4 * i * a + mask  # norms: input, normalised, output
+        per_layer = 8 * (shapes.hidden_norms * h + head_norms) + 2 * 4 * h + attention + 4 * i * a + mask
         final = 12 * h
         first_layer_saving = 0
     else:
-        per_layer = 2 * 4 * h + attention + 3 * i * a + mask  # norms keep their fp32 input only
+        per_layer = 4 * (shapes.hidden_norms * h + head_norms) + attention + 3 * i * a + mask
         final = 4 * h
         # the first layer's input does not require grad: its first norm and the dropout of
         # the q/k/v inputs keep nothing
@@ -224,6 +227,8 @@ def plan_method(shapes: ModelShapes, w: Workload, method: str, batch: int | None
     """Itemised peak for one method at ``batch`` (default ``w.batch``)."""
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; choose from {', '.join(METHODS)} or all", field="--method")
+    if w.device not in ("cuda", "cpu"):
+        raise InputError(f"unknown device {w.device!r}; choose cuda or cpu", field="--device")
     batch = w.batch if batch is None else batch
     weights = weight_bytes(shapes, method, w)
     if method == "full":
