@@ -215,6 +215,7 @@ def plan(model: str = typer.Option(..., "--model", help="model dir, config.json 
          master_weights: bool = typer.Option(True, "--master-weights/--no-master-weights",
                                              help="full: fp32 master copy (16 B/param) or moments in bf16"),
          checkpointing: bool = typer.Option(False, "--gradient-checkpointing"),
+         device: str = typer.Option("cuda", "--device", help="cuda|cpu (dropout masks, AdamW scratch)"),
          as_json: bool = typer.Option(False, "--json")) -> None:
     """Predict peak training memory per method from config.json alone (no weights)."""
     from vlmtune.diagnose.memory_plan import METHODS, Workload, model_shapes, parse_size, plan_memory, vision_share
@@ -223,7 +224,7 @@ def plan(model: str = typer.Option(..., "--model", help="model dir, config.json 
     shapes = model_shapes(model)
     work = Workload(seq=seq, batch=batch, images=images, image_size=image_size, lora_r=lora_r,
                     weight_bytes={"bf16": 2, "fp32": 4}.get(dtype, 2), master_weights=master_weights,
-                    gradient_checkpointing=checkpointing)
+                    gradient_checkpointing=checkpointing, device=device)
     plans = plan_memory(shapes, work, gpu_bytes=parse_size(gpu_mem) if gpu_mem else None,
                         methods=METHODS if method == "all" else (method,))
     if as_json:

@@ -64,7 +64,9 @@ def load_split(cfg: RunConfig, path: str, processor: Any, family: Any, model_con
 
 
 def token_loss_sum(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Summed next-token cross-entropy over labelled positions."""
+    """Summed next-token cross-entropy over labelled positions. ``use_cache=False``: the
+    language model reads ``use_cache`` from its own text config, which stays True, and
+    would otherwise copy every layer's keys and values into a cache no one reads."""
     labels = batch.pop("labels")
     logits = model(**{"use_cache": False, **batch}).logits  # decoders may default to a KV cache
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),

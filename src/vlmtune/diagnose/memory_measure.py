@@ -118,7 +118,13 @@ def measure_training_delta(cfg: RunConfig, steps: int = 3) -> dict[str, Any]:
     peak = peak_rss()
     return {"baseline": baseline, "peak": peak, "delta": peak - baseline, "peak_was_reset": reset,
             "batch": int(batch["input_ids"].shape[0]),
-            "seq": int(batch["input_ids"].shape[1]), "patches_per_image": _patches(batch)}
+            "seq": int(batch["input_ids"].shape[1]),
+            **dict(zip(("images", "image_side"), _image_geometry(batch, _patch_size(model))))}
+
+
+def _patch_size(model: Any) -> int:
+    vision = getattr(model.config, "vision_config", None)
+    return int(getattr(vision, "patch_size", 14) or 14)
 
 
 def _current_rss() -> int:
@@ -127,12 +133,18 @@ def _current_rss() -> int:
     return current_rss()
 
 
-def _patches(batch: dict[str, torch.Tensor]) -> int:
-    """Vision patches per image (Qwen's ``image_grid_thw``), else 0 (unknown)."""
+def _image_geometry(batch: dict[str, torch.Tensor], patch: int) -> tuple[int, int | None]:
+    """(images per sample, image side in pixels) of the collated batch: Qwen's
+    ``image_grid_thw`` (patches per image), else the side of ``pixel_values``."""
     grid = batch.get("image_grid_thw")
-    if grid is None or not len(grid):
-        return 0
-    return int(grid.prod(dim=-1).float().mean())
+    if grid is not None and len(grid):
+        patches = int(grid.prod(dim=-1).float().mean())
+        return max(len(grid) // batch["input_ids"].shape[0], 1), int(round(patches ** 0.5)) * patch
+    pixels = batch.get("pixel_values")
+    if pixels is None or pixels.dim() < 4:
+        return 0, None
+    images = pixels.shape[1] if pixels.dim() == 5 else max(pixels.shape[0] // batch["input_ids"].shape[0], 1)
+    return int(images), int(pixels.shape[-1])
 
 
 def predicted_vs_measured(cfg: RunConfig, steps: int = 3) -> dict[str, Any]:
@@ -144,11 +156,10 @@ def predicted_vs_measured(cfg: RunConfig, steps: int = 3) -> dict[str, Any]:
     shapes = model_shapes(cfg.model.path)
     m = cfg.method
     method = {"qlora": f"qlora{m.bits}"}.get(m.kind, m.kind)
-    patches = measured["patches_per_image"]
-    side = int(round(patches ** 0.5)) * shapes.vision.get("patch", 1) if patches else None
-    w = Workload(seq=measured["seq"], batch=measured["batch"], images=1 if patches else 0, image_size=side,
+    images, side = measured["images"], measured["image_side"]
+    w = Workload(seq=measured["seq"], batch=measured["batch"], images=images, image_size=side,
                  weight_bytes=4, lora_r=m.r, lora_dropout=m.dropout, double_quant=m.double_quant,
-                 gradient_checkpointing=cfg.train.gradient_checkpointing)
+                 gradient_checkpointing=cfg.train.gradient_checkpointing, device="cpu")
     plan = plan_method(shapes, w, "lora" if m.kind == "dora" else method)
     predicted = plan.peak - plan.weights
     return {**measured, "method": method, "predicted": predicted, "plan": plan.to_dict(),

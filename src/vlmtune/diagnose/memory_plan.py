@@ -3,61 +3,43 @@
 Why: "does it fit?" is the first question on limited hardware, and trying it costs a
 model download and an out-of-memory crash. Parameters are counted exactly on the meta
 device (:mod:`vlmtune.diagnose.model_shapes`); the rest is arithmetic, itemised so the
-user sees what dominates. ``wb`` = bytes per weight of the load dtype (2 for bf16, 4 for
-fp32), ``T`` = batch x seq tokens (image tokens included in seq), ``P`` = parameters.
+user sees what dominates. The derivation of every term, its sources and the validation
+against measured memory are in ``docs/memory_plan.md``; in short (bytes; ``wb`` = bytes
+per weight of the load dtype, ``a`` = bytes per activation = ``wb``, but 4 under QLoRA;
+``T`` = batch x seq tokens, image tokens included; ``P`` = parameters):
 
-Formulas (bytes):
+* Weights: full/LoRA ``P*wb``; QLoRA stores the language model's Linear weights in NF4
+  (half a byte + 0.127 bits of double-quantised constants; QLoRA §2-3) or int8 (+ one fp32
+  scale per row; LLM.int8), everything else in fp32 (PEFT's k-bit preparation upcasts it).
+* Trainable: full ``P``; adapters ``r*(in+out)`` per target (fp32). Gradients: trainable x
+  their dtype. AdamW: 2 fp32 moments (8 B/param); full half-precision training adds an
+  fp32 master copy (12 B/param; mixed precision, ZeRO §3.1) unless ``master_weights=False``.
+* Saved activations per token and decoder layer, from listing what autograd keeps in
+  transformers' Llama/Qwen-style layers with SDPA (cf. Korthikanti et al. 2022 §4; with
+  SDPA no s^2 attention scores are kept, only the output and log-sum-exp):
+  full ``24h + a(2q + 2k' + 4i)``; LoRA/QLoRA ``8h + a(2q + 2k' + 3i)`` plus, per LoRA
+  target, ``4r + in*(4 + m)`` (lora_A output, dropped fp32 input and dropout mask:
+  ``m`` = 4 on CPU, 1 on CUDA) and for QLoRA-8 the inputs bitsandbytes' int8 matmul keeps,
+  ``4(2h + i)``. ``q`` = heads x head_dim, ``k'`` = the same when the batch is padded
+  (SDPA repeats K/V for a mask) else KV heads x head_dim; padded batches add the float
+  mask copy SDPA keeps, ``a*seq``. Final norm ``12h`` (full) or ``4h``.
+* Logits: ``12*T*V`` (vlmtune's loss: logits, their shifted copy and the fp32
+  log-softmax in the forward; log-softmax, its gradient and the loss gradient at the start
+  of the backward) plus a padded batch's boolean mask ``T*seq``.
+* Vision tower (full only; a frozen tower saves nothing): ``(10w + 3i_v)*wb`` per patch
+  per layer.
+* Peak = weights + AdamW states + max(activations + logits + vision, gradients + AdamW
+  scratch): gradients grow while activations are freed, and vlmtune frees gradients
+  before the next forward. AdamW scratch: one fp32 copy of the trainable tensors on CUDA
+  (``foreach``), two of the largest tensor on CPU (per-tensor loop).
 
-* Weights: full/LoRA ``P*wb``. QLoRA quantises the language model's Linear weights
-  (``Q`` of them) only; vision, projector, norms, embeddings and the LM head stay in
-  ``max(wb, 4)`` because PEFT's ``prepare_model_for_kbit_training`` upcasts them to fp32.
-  4-bit (bitsandbytes NF4, blocksize 64; Dettmers et al. 2023, QLoRA §2): ``Q/2`` plus the
-  quantisation constants, one fp32 absmax per 64 weights (``Q*4/64``), or with double
-  quantisation one 8-bit absmax per 64 plus one fp32 per 256 blocks (``Q/64 + Q*4/16384``,
-  0.127 bits/param, QLoRA §3). 8-bit (LLM.int8, Dettmers et al. 2022): ``Q`` plus one fp32
-  scale per output row.
-* Trainable: full ``P``; adapters ``r*(in+out)`` summed over the target Linear layers
-  (LoRA, Hu et al. 2021), kept in fp32 by PEFT (``autocast_adapter_dtype``).
-* Gradients: trainable x its dtype.
-* AdamW: two moments. Full fine-tuning in half precision uses the standard mixed-precision
-  recipe (Micikevicius et al. 2018; ZeRO, Rajbhandari et al. 2020, §3.1): fp32 master
-  weights + 2 fp32 moments = 12 B/param, i.e. 16 B/param with bf16 weights and grads.
-  ``master_weights=False`` models plain ``torch.optim.AdamW`` on a bf16 model (moments in
-  the parameter dtype, 2*wb), which is what vlmtune's own loop does with a bf16 base.
-  Adapters: 8 B/param (fp32 moments).
-* Activations kept for backward, per decoder layer per token, in elements (derived by
-  listing what autograd saves in a Llama/Qwen-style layer with SDPA attention; cf.
-  Korthikanti et al. 2022 §4, whose ``34sbh`` is for GPT-style MLPs and eager attention):
-  two RMSNorms ``2h`` each (input + normalised output), query/key/value after RoPE
-  ``h + 2kv`` (``kv`` = KV heads x head dim), SDPA output and its reshaped copy ``2h``,
-  SwiGLU ``4i`` (gate, up, SiLU(gate), product) -> ``A_layer = 8h + 2kv + 4i``. LoRA
-  dropout > 0 adds a dropped copy of every target input (``6h + i``) plus its 1-byte mask.
-  Gradient checkpointing keeps ``h`` per layer plus one layer's ``A_layer`` (recompute).
-  Logits: ``T*V*(wb + 16)``: model-dtype logits, their fp32 copy and log-softmax output
-  in the forward, and in the backward the fp32 gradients of the loss input and of the
-  logits while the saved log-softmax is still alive; plus the padded batch's 4-D additive
-  attention mask (``2*T*seq*wb``, the mask and its expanded copy) that SDPA keeps.
-* Vision tower: ``9w + 2i_v`` per patch per layer (LayerNorm/GELU ViT block), kept for all
-  layers only when the tower trains (full); otherwise one layer at a time. Patches per
-  image = (image side / patch)^2, language image tokens = patches / merge^2 (or the
-  config's ``mm_tokens_per_image``).
-* Peak = weights + optimizer + max(activations + logits + grad of the LM head,
-  gradients + one parameter-sized AdamW temporary): gradients grow during backward while
-  activations are freed, and vlmtune frees gradients (``set_to_none``) before the next
-  forward, so both never peak together.
+Validation: ``scripts/memory_plan_check.py`` (CPU, fp32, tiny Qwen2-VL, LLaVA, Gemma 3,
+Idefics3 and the zoo model ``vlmtune/tiny-shapes``, full/LoRA/QLoRA-8/QLoRA-4): see
+``docs/memory_plan.md`` for the table; ``tests/diagnose/test_memory_plan.py`` bounds the
+error at 15%.
 
-Validation (``scripts/memory_plan_check.py``, CPU fp32, tiny Qwen2-VL and Gemma 3 with
-hidden 64, batch 8 x ~265 tokens, 3 steps): the plan under-predicts the increase of peak
-RSS by 16-33% (Qwen2-VL full -16%, LoRA -24%, QLoRA-4 -26%, QLoRA-8 -27%; Gemma 3 -20%
-to -33%). At ~100 MiB, glibc heap fragmentation and oneDNN scratch buffers are a large
-share of what training adds and no formula of tensor sizes sees them; the test bounds the
-error at 40%. What autograd keeps (summed with ``torch.autograd.graph.saved_tensors_hooks``)
-agrees with the formula: 43.2 MiB saved vs 43.6 MiB predicted (activations + vision +
-log-softmax + masks) for tiny Qwen2-VL LoRA; the gap is in transient memory.
-
-Not counted: the CUDA context (~0.3-1 GiB outside the allocator), allocator
-fragmentation, the data loader. On CPU the check in ``scripts/memory_plan_check.py``
-compares the predicted *increase* of peak RSS over the RSS after the model is loaded.
+Not counted: the CUDA context (~0.3-1 GiB outside the allocator), allocator caching and
+fragmentation, the data loader.
 
 Example:
     >>> shapes = model_shapes("/work/shared/model-configs/Qwen-Qwen2-VL-7B-Instruct.json")  # doctest: +SKIP
@@ -92,6 +74,7 @@ class Workload:
     lora_r: int = 16
     lora_dropout: float = 0.05
     double_quant: bool = True
+    device: str = "cuda"  # cuda | cpu: dropout masks and AdamW scratch differ
 
 
 @dataclass
@@ -151,32 +134,101 @@ def image_geometry(shapes: ModelShapes, w: Workload) -> tuple[int, int]:
     return patches, v.get("tokens_per_image") or max(patches // (v["merge"] ** 2), 1)
 
 
+def activation_bytes(w: Workload, method: str) -> int:
+    """Bytes per activation element: the load dtype, but fp32 under QLoRA (PEFT's
+    ``prepare_model_for_kbit_training`` upcasts embeddings and norms, so the residual
+    stream is fp32 and bitsandbytes' Linear4bit/8bitLt return their input's dtype)."""
+    return 4 if method.startswith("qlora") else w.weight_bytes
+
+
+def padded(batch: int) -> bool:
+    """Batches of more than one sample are padded: transformers builds a 4-D mask."""
+    return batch > 1
+
+
+def _adapter_inputs(shapes: ModelShapes, w: Workload, a: int) -> int:
+    """Bytes per token the LoRA path keeps, summed over all target layers (see module doc)."""
+    r = w.lora_r
+    kept = sum(4 * r for _ in shapes.lora_targets)  # lora_A output, saved by lora_B (fp32 adapters)
+    if w.lora_dropout > 0:  # dropped fp32 copy (saved by lora_A) + the dropout mask (saved by mul)
+        return kept + sum(fan_in * (4 + dropout_mask_bytes(w)) for fan_in, _ in shapes.lora_targets)
+    if a == 4:  # lora_A saves its input itself, shared with q/k/v and gate/up: norm outputs + down input
+        return kept + shapes.layers * 4 * (2 * shapes.hidden + shapes.intermediate)
+    return kept + sum(4 * fan_in for fan_in, _ in shapes.lora_targets)  # one fp32 cast per target
+
+
+def dropout_mask_bytes(w: Workload) -> int:
+    """CUDA's fused ``native_dropout`` keeps a bool mask; on CPU ``dropout`` multiplies by a
+    float noise tensor of the (fp32, adapter-dtype) input and keeps that."""
+    return 1 if w.device == "cuda" else 4
+
+
 def language_activations(shapes: ModelShapes, w: Workload, method: str, batch: int) -> int:
-    """Bytes autograd keeps for the decoder (logits excluded)."""
-    h, i, kv = shapes.hidden, shapes.intermediate, shapes.kv_heads * shapes.head_dim
+    """Bytes autograd keeps for the decoder layers and the final norm (logits excluded)."""
+    h, i, a = shapes.hidden, shapes.intermediate, activation_bytes(w, method)
+    qd, kvd = shapes.heads * shapes.head_dim, shapes.kv_heads * shapes.head_dim
     tokens = batch * w.seq
-    per_layer = (8 * h + 2 * kv + 4 * i) * w.weight_bytes
-    if method != "full" and w.lora_dropout > 0:
-        per_layer += (6 * h + i) * (w.weight_bytes + 1)
-    if w.gradient_checkpointing:
-        return tokens * (shapes.layers * h * w.weight_bytes + per_layer + 2 * h * w.weight_bytes)
-    return tokens * (shapes.layers * per_layer + 2 * h * w.weight_bytes)  # + final norm
+    kv_kept = qd if padded(batch) else kvd  # SDPA repeats K/V to all heads when a mask is given
+    attention = a * (2 * qd + 2 * kv_kept)  # q and k after RoPE, v, output (o_proj's input)
+    mask = a * w.seq if padded(batch) else 0  # the float copy of the 4-D mask SDPA keeps per layer
+    # norms keep their fp32 input and normalised tensor (8 B), plus 4 B of output for the two
+    # that feed a trained Linear; frozen (LoRA), only the fp32 input
+    head_norms = (qd + kvd) if shapes.head_norms else 0
+    if method == "full":
+        per_layer = 8 * (shapes.hidden_norms * h + head_norms) + 2 * 4 * h + attention + 4 * i * a + mask
+        final = 12 * h
+        first_layer_saving = 0
+    else:
+        per_layer = 4 * (shapes.hidden_norms * h + head_norms) + attention + 3 * i * a + mask
+        final = 4 * h
+        # the first layer's input does not require grad: its first norm and the dropout of
+        # the q/k/v inputs keep nothing
+        first_layer_saving = 4 * h + (3 * h * dropout_mask_bytes(w) if w.lora_dropout > 0 else 0)
+    adapters = _adapter_inputs(shapes, w, a) if method != "full" else 0
+    if method == "qlora8":  # bitsandbytes' 8-bit matmul keeps its input on ctx (ctx.A / ctx.tensors)
+        adapters += shapes.layers * 4 * (2 * h + i) - 4 * h  # norm outputs, down_proj input; not layer 0's q/k/v
+    if w.gradient_checkpointing:  # layer inputs, plus one layer recomputed in the backward
+        return tokens * (shapes.layers * h * a + per_layer + adapters // shapes.layers + final)
+    return tokens * (shapes.layers * per_layer + adapters + final - first_layer_saving)
+
+
+def logits_bytes(shapes: ModelShapes, w: Workload, batch: int) -> int:
+    """vlmtune's loss (``train.token_loss_sum``): 12 bytes per token and vocabulary entry
+    (see module doc), plus the padded batch's boolean 4-D mask."""
+    tokens = batch * w.seq
+    return tokens * shapes.vocab * 12 + (tokens * w.seq if padded(batch) else 0)
 
 
 def vision_activations(shapes: ModelShapes, w: Workload, method: str, batch: int) -> int:
+    """Only a trained tower keeps activations; frozen (LoRA on the language model), its
+    forward saves nothing for the backward."""
     patches, _ = image_geometry(shapes, w)
-    if not patches:
+    if not patches or method != "full":
         return 0
     v = shapes.vision
-    per_layer = batch * w.images * patches * (9 * v["width"] + 2 * v["intermediate"]) * w.weight_bytes
-    keeps_all = method == "full" and not w.gradient_checkpointing
-    return per_layer * (v["layers"] if keeps_all else 1)
+    per_layer = batch * w.images * patches * (10 * v["width"] + 3 * v["intermediate"]) * w.weight_bytes
+    return per_layer * (1 if w.gradient_checkpointing else v["layers"])
+
+
+def optimizer_temporary(shapes: ModelShapes, w: Workload, method: str, trainable: int) -> int:
+    """Scratch of one AdamW step. CUDA: the default ``foreach`` implementation takes the
+    square root of all second moments at once (one fp32 copy of the trainable tensors);
+    CPU: the per-tensor loop, two copies of the largest tensor."""
+    if w.device == "cuda":
+        return 4 * trainable
+    if method == "full":
+        largest = max([shapes.vocab * shapes.hidden] + [a * b for a, b in shapes.lora_targets])
+    else:
+        largest = max((w.lora_r * max(fan_in, fan_out) for fan_in, fan_out in shapes.lora_targets), default=0)
+    return 2 * 4 * largest
 
 
 def plan_method(shapes: ModelShapes, w: Workload, method: str, batch: int | None = None) -> MethodPlan:
     """Itemised peak for one method at ``batch`` (default ``w.batch``)."""
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; choose from {', '.join(METHODS)} or all", field="--method")
+    if w.device not in ("cuda", "cpu"):
+        raise InputError(f"unknown device {w.device!r}; choose cuda or cpu", field="--device")
     batch = w.batch if batch is None else batch
     weights = weight_bytes(shapes, method, w)
     if method == "full":
@@ -186,11 +238,10 @@ def plan_method(shapes: ModelShapes, w: Workload, method: str, batch: int | None
         trainable, grad_b, state_b = lora_params(shapes, w.lora_r), 4, 8
     grads, optim = trainable * grad_b, trainable * state_b
     acts = language_activations(shapes, w, method, batch)
-    logits = batch * w.seq * (shapes.vocab * (w.weight_bytes + 16) + 2 * w.seq * w.weight_bytes)
+    logits = logits_bytes(shapes, w, batch)
     vision = vision_activations(shapes, w, method, batch)
-    head_grad = shapes.vocab * shapes.hidden * grad_b if method == "full" else 0
-    largest = max([shapes.vocab * shapes.hidden] + [a * b for a, b in shapes.lora_targets]) if method == "full" else 0
-    peak = weights + optim + max(acts + logits + vision + head_grad, grads + largest * 4)
+    temporary = optimizer_temporary(shapes, w, method, trainable)
+    peak = weights + optim + max(acts + logits + vision, grads + temporary)
     return MethodPlan(method, trainable, weights, grads, optim, acts, logits, vision, peak)
 
 

@@ -43,6 +43,8 @@ class ModelShapes:
     head_dim: int
     vocab: int
     vision: dict[str, int] = field(default_factory=dict)
+    hidden_norms: int = 2  # norms over the hidden size per decoder layer (Gemma's sandwich: 4)
+    head_norms: bool = False  # per-head RMSNorm on queries and keys (Gemma 3, Qwen3)
 
 
 def load_config_any(path: str, trust_remote_code: bool = False) -> Any:
@@ -81,9 +83,24 @@ def model_shapes(path: str | Path, trust_remote_code: bool = False) -> ModelShap
     modules = dict(model.named_modules())
     targets = [(modules[n].in_features, modules[n].out_features)
                for n in lora_target_names(model, family, ["language"], None)]
+    dims = _text_dims(config)
     return ModelShapes(model_type=config.model_type, by_role=by_role, total=sum(by_role.values()),
                        quantizable=quantizable, quantizable_rows=rows, lora_targets=targets,
-                       **_text_dims(config), vision=_vision_dims(config))
+                       **dims, vision=_vision_dims(config), **_layer_norms(model, family, dims))
+
+
+def _layer_norms(model: nn.Module, family: Any, dims: dict[str, int]) -> dict[str, Any]:
+    """Norm modules inside the first decoder layer: how many normalise the hidden size,
+    and whether queries and keys get their own per-head norm."""
+    hidden = head = 0
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if ".layers.0." not in name + "." or family.role_of(name) not in (None, "language") or weight is None \
+                or "norm" not in type(module).__name__.lower():
+            continue
+        hidden += weight.numel() == dims["hidden"]
+        head += weight.numel() == dims["head_dim"] != dims["hidden"]
+    return {"hidden_norms": hidden or 2, "head_norms": head > 0}
 
 
 def _text_dims(config: Any) -> dict[str, int]:
