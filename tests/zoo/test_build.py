@@ -72,7 +72,8 @@ def test_projector_is_frozen_unless_asked(tmp_path):
 
     frozen = run_config(BuildPlan(), tmp_path, tmp_path / "t.jsonl", tmp_path)
     assert not frozen.trains_role("projector") and frozen.trains_role("vision") and frozen.trains_role("language")
-    assert run_config(BuildPlan(train_projector=True), tmp_path, tmp_path / "t.jsonl", tmp_path).trains_role("projector")
+    trained = run_config(BuildPlan(train_projector=True), tmp_path, tmp_path / "t.jsonl", tmp_path)
+    assert trained.trains_role("projector")
 
 
 def test_fit_budget_scales_every_stage():
