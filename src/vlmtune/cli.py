@@ -322,7 +322,7 @@ def zoo_build(out: Path = typer.Option(Path("tiny-shapes"), "--out", help="where
     record = build(out, work=work, minutes=minutes)
     scores = record["scores"]
     console.print(f"[green]done[/green] {out}  {record['total_params'] / 1e6:.1f}M params, "
-                  f"{record['plan']['steps']}+{record['plan']['focus_steps']} steps in "
+                  f"{'+'.join(str(st['steps']) for st in record['plan']['stages'])} steps in "
                   f"{record['train_wall_time_s'] / 60:.1f} min; "
                   f"VQA EM {scores['vqa']['exact_match']:.3f}  MC {scores['mc']['mc_accuracy']:.3f}  "
                   f"grounding IoU {scores['grounding']['iou']:.3f}")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from vlmtune.zoo.build import BuildPlan, build
+from vlmtune.zoo.build import BuildPlan, Stage, build
 
-TOY = BuildPlan(n_scenes=40, steps=2, focus_steps=2, batch_size=4, focus_batch_size=4, text_hidden=64, text_layers=2, text_heads=1,
-                text_kv_heads=1, text_ffn=128, vision_hidden=32, vision_layers=2, vision_heads=1,
-                vision_mlp_ratio=2, vocab_size=400)
+TOY = BuildPlan(n_scenes=40, stages=(Stage(2, 1e-3, batch_size=4), Stage(2, 1e-4, batch_size=4, caption_every=4)),
+                text_hidden=64, text_layers=2, text_heads=1, text_kv_heads=1, text_ffn=128, vision_hidden=32,
+                vision_layers=2, vision_heads=1, vision_mlp_ratio=2, vocab_size=400)
 
 
 def test_build_writes_loadable_checkpoint(tmp_path):
@@ -26,7 +26,7 @@ def test_build_writes_loadable_checkpoint(tmp_path):
     assert processor.tokenizer.pad_token is not None and processor.chat_template
     assert (out / "README.md").read_text() == "card"
     saved = json.loads((out / "build.json").read_text())
-    assert saved["plan"]["steps"] == saved["plan"]["focus_steps"] == 2
+    assert [stage["steps"] for stage in saved["plan"]["stages"]] == [2, 2]
     assert saved["total_params"] == record["total_params"]
     assert set(saved["scores"]) == {"vqa", "mc", "grounding", "caption"}
     assert saved["scores"]["vqa"]["n"] == 2
@@ -41,19 +41,44 @@ def test_training_data_never_teaches_grounding(tmp_path):
     assert (files["test_root"] / "test_grounding.jsonl").is_file()
 
 
-def test_focus_mix_thins_captions_only(tmp_path):
-    from vlmtune.zoo.build import focus_mix, synth_data
+def test_stage_mix_thins_captions_and_repeats_short_answers(tmp_path):
+    from vlmtune.zoo.build import stage_mix, synth_data
 
-    plan = BuildPlan(n_scenes=50, caption_every=4)
-    files = synth_data(plan, tmp_path)
-    rows = [json.loads(line) for line in focus_mix(files["train"], plan).read_text().splitlines()]
-    counts = {t: sum(r["task"] == t for r in rows) for t in plan.tasks}
-    assert counts == {"caption": 10, "vqa": 40, "mc": 40}
+    files = synth_data(BuildPlan(n_scenes=50), tmp_path)
+    rows = [json.loads(line) for line in stage_mix(files["train"], Stage(1, 1e-3, caption_every=4, repeat_short=3), 2)
+            .read_text().splitlines()]
+    counts = {t: sum(r["task"] == t for r in rows) for t in ("caption", "vqa", "mc")}
+    assert counts == {"caption": 10, "vqa": 120, "mc": 120}
+    assert len({r["id"] for r in rows}) == len(rows)  # repeats get their own ids
+    none = stage_mix(files["train"], Stage(1, 1e-3, caption_every=0), 1).read_text().splitlines()
+    assert {json.loads(line)["task"] for line in none} == {"vqa", "mc"}
 
 
-def test_fit_budget_scales_both_stages():
+def test_stage_mix_curriculum_keeps_small_scenes(tmp_path):
+    from vlmtune.zoo.build import scene_sizes, stage_mix, synth_data
+
+    files = synth_data(BuildPlan(n_scenes=60), tmp_path)
+    sizes = scene_sizes(files["train"])
+    assert set(sizes.values()) == {1, 2, 3}
+    rows = [json.loads(line) for line in stage_mix(files["train"], Stage(1, 1e-3, max_shapes=1), 1)
+            .read_text().splitlines()]
+    singles = [image for image, n in sizes.items() if n == 1]
+    assert {r["images"][0] for r in rows} == set(singles) and len(rows) == 3 * len(singles)
+    assert all(r["answers"][1].startswith("There is one shape") for r in rows if r["task"] == "caption")
+
+
+def test_projector_is_frozen_unless_asked(tmp_path):
+    from vlmtune.zoo.build import run_config
+
+    frozen = run_config(BuildPlan(), tmp_path, tmp_path / "t.jsonl", tmp_path)
+    assert not frozen.trains_role("projector") and frozen.trains_role("vision") and frozen.trains_role("language")
+    trained = run_config(BuildPlan(train_projector=True), tmp_path, tmp_path / "t.jsonl", tmp_path)
+    assert trained.trains_role("projector")
+
+
+def test_fit_budget_scales_every_stage():
     from vlmtune.zoo.build import fit_budget
 
-    plan = fit_budget(BuildPlan(steps=100, focus_steps=300), 200)
-    assert (plan.steps, plan.focus_steps) == (50, 150)
-    assert fit_budget(BuildPlan(steps=1, focus_steps=1), 10_000).steps == 1
+    plan = fit_budget(BuildPlan(stages=(Stage(100, 1e-3), Stage(300, 1e-4))), 200)
+    assert [s.steps for s in plan.stages] == [50, 150]
+    assert fit_budget(BuildPlan(stages=(Stage(1, 1e-3),)), 10_000).stages[0].steps == 1

@@ -1,9 +1,9 @@
 """The shipped ``vlmtune/tiny-shapes`` loads by its short name and does what its card says.
 
-The held-out set is the first 50 test scenes of the shapes world at seed 0 (the build's
+The held-out set is the first 100 test scenes of the shapes world at seed 0 (the build's
 own test split: no image shared with training), scored by greedy generation. Numbers
 below are the model card's (README.md, "Measured quality"); generation is deterministic
-on one machine, and the tolerance of 2/50 absorbs argmax flips from other CPUs' float
+on one machine, and the tolerance of 3/100 absorbs argmax flips from other CPUs' float
 rounding.
 """
 
@@ -16,9 +16,11 @@ import pytest
 from vlmtune import zoo
 
 NAME = "vlmtune/tiny-shapes"
-CARD = {"vqa": ("exact_match", 0.60), "mc": ("mc_accuracy", 0.32), "grounding": ("iou", 0.0)}
-TOLERANCE = 2 / 50
-TARGET = 0.8  # issue 4's target for VQA EM and MC accuracy; not reached yet (README "Known gaps")
+N = 100
+CARD = {"vqa": ("exact_match", 0.59), "mc": ("mc_accuracy", 0.43), "grounding": ("iou", 0.0)}
+TOLERANCE = 3 / N
+TARGET = 0.8  # issue 4's target for VQA exact match and MC accuracy; not reached (README "Known gaps")
+MC_CHANCE = 0.31  # this mix of 2-4 options
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +29,8 @@ def scores(tmp_path_factory):
     from vlmtune.zoo.quality import score_dir
 
     root = tmp_path_factory.mktemp("heldout")
-    synth(root, tasks=("vqa", "mc", "grounding"), n=500, seed=0, image_size=64)
-    return score_dir(NAME, root, tasks=("vqa", "mc", "grounding"), limit=50)
+    synth(root, tasks=("vqa", "mc", "grounding"), n=10 * N, seed=0, image_size=64)
+    return score_dir(NAME, root, tasks=("vqa", "mc", "grounding"), limit=N)
 
 
 def test_loads_by_short_name():
@@ -45,15 +47,18 @@ def test_loads_by_short_name():
 
 
 def test_answers_from_the_image(scores):
-    """Regression floor: well above what the same model scores blind (MC chance is ~0.31)."""
-    assert scores["vqa"]["n"] == scores["mc"]["n"] == 50
+    """Regression floor: well above what the model could score blind."""
+    assert scores["vqa"]["n"] == scores["mc"]["n"] == N
     assert scores["vqa"]["exact_match"] >= 0.5
+    assert scores["mc"]["mc_accuracy"] >= MC_CHANCE + 0.05
     assert scores["mc"]["mc_no_letter"] == 0  # always answers in the taught format
 
 
-@pytest.mark.xfail(strict=True, reason="tiny-shapes is under-trained: VQA EM 0.60, MC 0.32 on this set")
+@pytest.mark.xfail(strict=True, reason="below issue 4's target: VQA EM 0.59, MC 0.43 on this set "
+                                       "(shape recognition is at chance; README 'Known gaps')")
 def test_reaches_issue_target(scores):
-    assert scores["vqa"]["exact_match"] >= TARGET and scores["mc"]["mc_accuracy"] >= TARGET
+    assert scores["vqa"]["exact_match"] >= TARGET
+    assert scores["mc"]["mc_accuracy"] >= TARGET
 
 
 def test_cannot_ground_it_was_never_taught(scores):

@@ -14,7 +14,7 @@ both towers and 16-wide heads, while the zoo model wants a wider language model 
 multiple choice; grounding is left out on purpose so it stays a skill the base lacks.
 
 Example:
-    >>> plan = BuildPlan(n_scenes=40, steps=2, focus_steps=2, text_hidden=64, vision_hidden=32)
+    >>> plan = BuildPlan(n_scenes=40, stages=(Stage(2, 1e-3),), text_hidden=64, vision_hidden=32)
     >>> build(tmp_path / "tiny", plan=plan, work=tmp_path / "work")["total_params"]  # doctest: +SKIP
 """
 
@@ -27,7 +27,31 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from vlmtune.data.synth_tasks import NUMBER_WORDS
+
 FAMILY = "qwen2_vl"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training run of the recipe: its data mix and optimizer settings.
+
+    ``max_shapes`` keeps only scenes with at most that many shapes (a curriculum: with one
+    shape, "what colour/shape" needs no search over the image, and the vision tower learns
+    colours and shapes in a few hundred steps instead of not at all). ``caption_every``
+    keeps the caption of every n-th kept scene (1: all, 0: none); ``repeat_short`` lists
+    each VQA and multiple-choice sample that many times. Those two set how much of the
+    gradient the short, image-dependent answers get: the loss is averaged over answer
+    tokens, and a caption has ~19 of them against ~2 for a VQA or MC answer.
+    """
+
+    steps: int
+    lr: float
+    batch_size: int = 16
+    warmup_ratio: float = 0.05
+    max_shapes: int = 3
+    caption_every: int = 1
+    repeat_short: int = 1
 
 
 @dataclass(frozen=True)
@@ -48,19 +72,18 @@ class BuildPlan:
     vision_layers: int = 4
     vision_heads: int = 3
     vision_mlp_ratio: int = 4
-    steps: int = 1500             # stage 1: every task, every scene
-    batch_size: int = 16
-    lr: float = 1.0e-3
-    warmup_ratio: float = 0.05
+    stages: tuple[Stage, ...] = (Stage(steps=400, lr=3.0e-4, max_shapes=1),       # curriculum: 1 shape
+                                 Stage(steps=1800, lr=3.0e-4, caption_every=2),    # every scene
+                                 Stage(steps=600, lr=1.0e-4, caption_every=4))     # short answers, lower lr
     weight_decay: float = 0.01
-    focus_steps: int = 1500       # stage 2: short-answer tasks, 1 caption per `caption_every` scenes
-    focus_batch_size: int = 16
-    focus_lr: float = 1.5e-4
-    focus_warmup_ratio: float = 0.03
-    caption_every: int = 4
+    train_projector: bool = False  # the patch merger keeps its seeded random init (see run_config)
     eval_per_task: int = 200      # held-out test samples scored per task after training
     threads: int = 1              # torch CPU threads: 1 is reproducible on any core count and,
                                   # on shared cores, 3x faster than 2 contended threads
+
+    @property
+    def total_steps(self) -> int:
+        return sum(stage.steps for stage in self.stages)
 
 
 def synth_data(plan: BuildPlan, data_dir: Path) -> dict[str, Path]:
@@ -137,50 +160,73 @@ def init_checkpoint(plan: BuildPlan, corpus: list[str], out: Path) -> Path:
 
 def run_config(plan: BuildPlan, init_dir: Path, train_jsonl: Path, runs_dir: Path, *,
                stage: int = 1) -> Any:
-    """The vlmtune RunConfig of one training stage: full fine-tune, fp32, fixed seed."""
+    """The vlmtune RunConfig of one training stage (1-based): full fine-tune, fp32, fixed seed.
+
+    The patch merger (the projector) is frozen unless ``plan.train_projector``: trained
+    from scratch, its output drifts to a large, nearly image-independent vector (norm 3 ->
+    170, pairwise cosine of different images 0.24 -> 0.98 within 800 steps at lr 1e-3:
+    nothing after it normalizes the scale back, the LM's RMSNorm makes it invisible to the
+    loss), and the language model stops seeing the image. A random merger is a fixed,
+    information-preserving map of the LayerNormed vision features.
+    """
     from vlmtune.config import build_config
 
-    steps, batch, lr, warmup = ((plan.steps, plan.batch_size, plan.lr, plan.warmup_ratio) if stage == 1 else
-                                (plan.focus_steps, plan.focus_batch_size, plan.focus_lr, plan.focus_warmup_ratio))
+    s = plan.stages[stage - 1]
     return build_config({
         "name": f"stage{stage}",
         "model": {"path": str(init_dir), "dtype": "float32"},
         "method": {"kind": "full"},
+        "trainable": {"projector": plan.train_projector},
         "data": {"train": str(train_jsonl), "max_length": 512},
-        "train": {"max_steps": steps, "batch_size": batch, "lr": lr,
-                  "warmup_ratio": warmup, "weight_decay": plan.weight_decay,
+        "train": {"max_steps": s.steps, "batch_size": s.batch_size, "lr": s.lr,
+                  "warmup_ratio": s.warmup_ratio, "weight_decay": plan.weight_decay,
                   "schedule": "cosine", "seed": plan.seed, "out_dir": str(runs_dir),
                   "checkpoint_every": 250, "keep_checkpoints": 1, "log_every": 10,
                   "precision": "fp32"},
     })
 
 
-def focus_mix(train_jsonl: Path, plan: BuildPlan) -> Path:
-    """Stage-2 training file: every non-caption sample, and the caption of every
-    ``caption_every``-th scene.
+def scene_sizes(train_jsonl: Path) -> dict[str, int]:
+    """Number of shapes in each training scene (by image path), read from its caption
+    ("There are two shapes: ..." is always the second reference)."""
+    sizes = {}
+    for row in train_jsonl.read_text(encoding="utf-8").splitlines():
+        sample = json.loads(row)
+        if sample["task"] == "caption":
+            sizes[sample["images"][0]] = NUMBER_WORDS.index(sample["answers"][1].split()[2])
+    return sizes
 
-    Why: the loss is averaged over answer tokens, and a caption has ~19 of them (mostly
-    predictable wording) against ~2 for a VQA or MC answer, so in stage 1 captions carry
-    ~80% of the gradient and the model stays half blind (VQA EM ~0.47, MC at chance after
-    1500 steps). Thinning captions gives the image-dependent short answers half the loss
-    while keeping captioning alive.
+
+def stage_mix(train_jsonl: Path, stage: Stage, index: int) -> Path:
+    """The training file of stage ``index`` (1-based): scenes with at most
+    ``stage.max_shapes`` shapes, their captions thinned to every ``stage.caption_every``-th
+    scene, VQA and MC samples repeated ``stage.repeat_short`` times (repeats get an
+    ``-r<k>`` id suffix: ids must be unique).
+
+    Example (``caption_every=4, repeat_short=2``): 100 scenes -> 25 captions, 200 VQA,
+    200 MC samples.
     """
-    rows = train_jsonl.read_text(encoding="utf-8").splitlines()
+    sizes = scene_sizes(train_jsonl)
     kept, n_captions = [], 0
-    for row in rows:
-        if json.loads(row)["task"] == "caption":
+    for row in train_jsonl.read_text(encoding="utf-8").splitlines():
+        sample = json.loads(row)
+        if sizes[sample["images"][0]] > stage.max_shapes:
+            continue
+        if sample["task"] == "caption":
             n_captions += 1
-            if (n_captions - 1) % plan.caption_every:
-                continue
+            if stage.caption_every and (n_captions - 1) % stage.caption_every == 0:
+                kept.append(row)
+            continue
         kept.append(row)
-    out = train_jsonl.with_name("train_focus.jsonl")
+        kept += [json.dumps({**sample, "id": f"{sample['id']}-r{k}"}) for k in range(1, stage.repeat_short)]
+    out = train_jsonl.with_name(f"train_stage{index}.jsonl")
     out.write_text("\n".join(kept) + "\n", encoding="utf-8")
     return out
 
 
 def steps_for_budget(plan: BuildPlan, init_dir: Path, train_jsonl: Path, minutes: float) -> int:
-    """Optimizer steps (both stages) that fit ``minutes`` of training, from the median of
-    5 timed steps.
+    """Optimizer steps (all stages) that fit ``minutes`` of training, from the median of
+    5 timed steps at the first stage's batch size.
 
     Why: CPUs differ by 10x; a time budget is what a user can reason about. The result
     is printed and recorded, since it makes the build depend on the machine's speed.
@@ -192,7 +238,8 @@ def steps_for_budget(plan: BuildPlan, init_dir: Path, train_jsonl: Path, minutes
     from vlmtune.train import load_split, token_loss_sum
 
     cfg = run_config(plan, init_dir, train_jsonl, Path("/nonexistent"))
-    cfg.data.max_samples = 8 * plan.batch_size
+    batch_size = plan.stages[0].batch_size
+    cfg.data.max_samples = 8 * batch_size
     model, processor, family = prepare(cfg)
     data = load_split(cfg, str(train_jsonl), processor, family, model.config)
     collate = Collator(processor, cfg.data.max_length)
@@ -200,7 +247,7 @@ def steps_for_budget(plan: BuildPlan, init_dir: Path, train_jsonl: Path, minutes
     times = []
     for k in range(6):
         start = time.perf_counter()
-        batch = collate([data[i % len(data)] for i in range(k * plan.batch_size, (k + 1) * plan.batch_size)])
+        batch = collate([data[i % len(data)] for i in range(k * batch_size, (k + 1) * batch_size)])
         token_loss_sum(model, batch).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -210,14 +257,14 @@ def steps_for_budget(plan: BuildPlan, init_dir: Path, train_jsonl: Path, minutes
 
 
 def fit_budget(plan: BuildPlan, total_steps: int) -> BuildPlan:
-    """Shrink both stages in proportion so they add up to at most ``total_steps``.
+    """Shrink every stage in proportion so they add up to at most ``total_steps``.
 
     Example:
-        >>> fit_budget(BuildPlan(steps=100, focus_steps=300), 200).focus_steps
+        >>> fit_budget(BuildPlan(stages=(Stage(100, 1e-3), Stage(300, 1e-4))), 200).stages[1].steps
         150
     """
-    scale = min(1.0, total_steps / (plan.steps + plan.focus_steps))
-    return replace(plan, steps=max(1, int(plan.steps * scale)), focus_steps=max(1, int(plan.focus_steps * scale)))
+    scale = min(1.0, total_steps / plan.total_steps)
+    return replace(plan, stages=tuple(replace(s, steps=max(1, int(s.steps * scale))) for s in plan.stages))
 
 
 def train_model(plan: BuildPlan, init_dir: Path, train_jsonl: Path, runs_dir: Path, *, stage: int) -> Path:
@@ -248,8 +295,9 @@ def build(out: str | Path, *, plan: BuildPlan = BuildPlan(), work: str | Path = 
           minutes: float | None = None, eval_per_task: int | None = None) -> dict[str, Any]:
     """Run the whole recipe; write the checkpoint to ``out`` and ``out/build.json``.
 
-    Two stages (see :func:`focus_mix`): every task, then the short-answer tasks with few
-    captions. ``minutes`` caps training time by shrinking both (see :func:`fit_budget`);
+    The stages run in order, each from the previous one's weights, each on its own mix
+    (see :func:`stage_mix`). ``minutes`` caps training time by shrinking them all (see
+    :func:`fit_budget`);
     without it the build is fully determined by ``plan``. Returns the provenance record.
     """
     import torch
@@ -270,25 +318,27 @@ def _build(out: Path, plan: BuildPlan, work: Path, minutes: float | None, eval_p
     init_dir = init_checkpoint(plan, corpus_lines(files["train"]), work / "init")
     if minutes is not None:
         plan = fit_budget(plan, steps_for_budget(plan, init_dir, files["train"], minutes))
-        print(f"time budget {minutes} min -> {plan.steps} + {plan.focus_steps} steps")
-    stage1 = train_model(plan, init_dir, files["train"], work / "runs", stage=1)
-    run = train_model(plan, stage1 / "model", focus_mix(files["train"], plan), work / "runs", stage=2)
-    ship(run / "model", out)
-    resources = json.loads((run / "resources.json").read_text())
-    stage1_resources = json.loads((stage1 / "resources.json").read_text())
+        print(f"time budget {minutes} min -> {' + '.join(str(s.steps) for s in plan.stages)} steps")
+    runs, model_dir = [], init_dir
+    for index, stage in enumerate(plan.stages, 1):
+        runs.append(train_model(plan, model_dir, stage_mix(files["train"], stage, index), work / "runs",
+                                stage=index))
+        model_dir = runs[-1] / "model"
+    ship(model_dir, out)
+    stage_resources = [json.loads((r / "resources.json").read_text()) for r in runs]
     n_eval = plan.eval_per_task if eval_per_task is None else eval_per_task
     from vlmtune.zoo.quality import score_dir
 
     t1 = time.perf_counter()
     scores = score_dir(out, files["test_root"], limit=n_eval) if n_eval else {}
-    record = {"plan": asdict(plan), "total_params": resources["total_params"],
-              "train_wall_time_s": round(stage1_resources["wall_time_s"] + resources["wall_time_s"], 1),
-              "stage_wall_time_s": [stage1_resources["wall_time_s"], resources["wall_time_s"]],
-              "final_train_loss": [stage1_resources["final_train_loss"], resources["final_train_loss"]],
+    record = {"plan": asdict(plan), "total_params": stage_resources[-1]["total_params"],
+              "train_wall_time_s": round(sum(r["wall_time_s"] for r in stage_resources), 1),
+              "stage_wall_time_s": [r["wall_time_s"] for r in stage_resources],
+              "final_train_loss": [r["final_train_loss"] for r in stage_resources],
               "build_wall_time_s": round(time.perf_counter() - t0, 1),
               "eval_wall_time_s": round(time.perf_counter() - t1, 1),
               "train_samples": [json.loads((r / "data.json").read_text())["train"]["samples"]
-                                for r in (stage1, run)],
-              "machine": resources["machine"], "scores": scores}
+                                for r in runs],
+              "machine": stage_resources[-1]["machine"], "scores": scores}
     (out / "build.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return record
