@@ -107,3 +107,35 @@ def run_config(tmp_path, shapes_data):
 # ---------------------------------------------------------------------------------------
 # end: pipeline datasets
 # ---------------------------------------------------------------------------------------
+
+
+class CheckpointCrash(Exception):
+    """What ``crash_after_checkpoint`` raises: a run stopped right after a checkpoint."""
+
+
+@pytest.fixture
+def crash_after_checkpoint(monkeypatch):
+    """``with crash_after_checkpoint(k): train(cfg)``: the run stops (CheckpointCrash, expected
+    by the block) right after writing checkpoint ``k``, as if killed there."""
+    from contextlib import contextmanager
+
+    from vlmtune import checkpoint as ckpt
+
+    real = ckpt.save_checkpoint
+
+    @contextmanager
+    def armed(step: int):
+        def save_then_crash(folder, at, *args, **kwargs):
+            path = real(folder, at, *args, **kwargs)
+            if at == step:
+                raise CheckpointCrash
+            return path
+
+        monkeypatch.setattr(ckpt, "save_checkpoint", save_then_crash)
+        try:
+            with pytest.raises(CheckpointCrash):
+                yield
+        finally:
+            monkeypatch.setattr(ckpt, "save_checkpoint", real)
+
+    return armed

@@ -6,14 +6,9 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from vlmtune import checkpoint as ckpt
 from vlmtune.checkpoint import latest_checkpoint
 from vlmtune.errors import RunDirError, VlmtuneError
 from vlmtune.train import train
-
-
-class Crash(Exception):
-    pass
 
 
 def _final_weights(run):
@@ -21,25 +16,15 @@ def _final_weights(run):
 
 
 @pytest.mark.parametrize("kind", ["lora", "full"])
-def test_resume_matches_uninterrupted(kind, tiny_factory, run_config, monkeypatch):
+def test_resume_matches_uninterrupted(kind, tiny_factory, run_config, crash_after_checkpoint):
     model = tiny_factory("qwen2_vl")
     common = dict(method={"kind": kind, "dropout": 0.1}, train={"max_steps": 6, "checkpoint_every": 2,
                                                                  "grad_accum": 2, "lr": 1e-3})
     straight = train(run_config(model, name="straight", **common))
 
-    real_save = ckpt.save_checkpoint
-
-    def save_then_crash(folder, step, *args, **kwargs):
-        path = real_save(folder, step, *args, **kwargs)
-        if step == 4:
-            raise Crash
-        return path
-
-    monkeypatch.setattr(ckpt, "save_checkpoint", save_then_crash)
     cfg = run_config(model, name="interrupted", **common)
-    with pytest.raises(Crash):
+    with crash_after_checkpoint(4):
         train(cfg)
-    monkeypatch.setattr(ckpt, "save_checkpoint", real_save)
     with pytest.raises(RunDirError, match="--resume"):
         train(cfg)
     resumed = train(cfg, resume=True)

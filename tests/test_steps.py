@@ -49,8 +49,8 @@ def test_grouping_splits_global_batches_across_processes():
     assert seen == list(range(40))
 
 
-def test_resume_with_grouping_packing_and_caches_matches_uninterrupted(tiny_factory, run_config, monkeypatch):
-    import pytest
+def test_resume_with_grouping_packing_and_caches_matches_uninterrupted(tiny_factory, run_config,
+                                                                      crash_after_checkpoint):
     from safetensors.torch import load_file
 
     from vlmtune import checkpoint as ckpt
@@ -62,22 +62,9 @@ def test_resume_with_grouping_packing_and_caches_matches_uninterrupted(tiny_fact
                          "group_by_length": True, "packing": True, "vision_cache": "memory"})
     straight = train(run_config(model, name="straight", **common))
 
-    class Crash(Exception):
-        pass
-
-    real_save = ckpt.save_checkpoint
-
-    def save_then_crash(folder, step, *args, **kwargs):
-        path = real_save(folder, step, *args, **kwargs)
-        if step == 4:
-            raise Crash
-        return path
-
-    monkeypatch.setattr(ckpt, "save_checkpoint", save_then_crash)
     cfg = run_config(model, name="interrupted", **common)
-    with pytest.raises(Crash):
+    with crash_after_checkpoint(4):
         train(cfg)
-    monkeypatch.setattr(ckpt, "save_checkpoint", real_save)
     resumed = train(cfg, resume=True)
     a = load_file(str(ckpt.latest_checkpoint(straight / "checkpoints") / "trainable.safetensors"))
     b = load_file(str(ckpt.latest_checkpoint(resumed / "checkpoints") / "trainable.safetensors"))
