@@ -88,3 +88,24 @@ def test_auto_is_off_when_vision_trains_and_explicit_is_refused(tiny_factory, ru
     assert resolve_mode(build_config(base), get_family("mllama")) == "off"
     with pytest.raises(ConfigError, match="train.vision_cache.*cross-attention"):
         resolve_mode(build_config({**base, "train": {"vision_cache": "memory"}}), get_family("mllama"))
+
+
+def test_off_under_fsdp_where_processes_must_gather_in_lockstep(monkeypatch):
+    """Full fine-tune with a frozen vision tower: the cache would apply, but under FSDP a
+    process served from it would skip the tower's all-gathers that the others run."""
+    from vlmtune.families import get_family
+    from vlmtune.vision_cache import resolve_mode
+
+    frozen_vision_full = {"name": "x", "model": {"path": "unused"}, "method": {"kind": "full"},
+                          "trainable": {"vision": False, "projector": False}}
+    qwen = get_family("qwen2_vl")
+    assert resolve_mode(build_config(frozen_vision_full), qwen) == "memory"
+    sharded = {**frozen_vision_full, "train": {"distributed": "fsdp"}}
+    assert resolve_mode(build_config(sharded), qwen) == "off"
+    with pytest.raises(ConfigError, match="train.vision_cache: memory cannot be used with FSDP"):
+        resolve_mode(build_config({**frozen_vision_full, "train": {"distributed": "fsdp", "vision_cache": "memory"}}),
+                     qwen)
+    from vlmtune import distributed
+
+    monkeypatch.setitem(distributed._LAUNCHER_ENV, distributed.ENV_FSDP, "true")  # launched with FSDP
+    assert resolve_mode(build_config(frozen_vision_full), qwen) == "off"
