@@ -36,7 +36,7 @@ from vlmtune.errors import VlmtuneError
 __all__ = ["GridOutcome", "Grid", "Variant", "load_grid", "run_grid", "is_finished", "summary_table"]
 
 TrainFn = Callable[..., Path]
-_FULL_REPORT_ONLY = ("trainable params", "train samples/s", "size on disk", "latency")  # terminal is narrow
+_FULL_REPORT_ONLY = ("trainable params", "train samples/s", "MFU", "size on disk", "latency")  # terminal is narrow
 EvaluateFn = Callable[..., dict]
 
 

@@ -105,7 +105,7 @@ def _write_training(run: Path, name: str, cfg, trainable: int, peak: float) -> N
                  "trainable_by_role": {"language": trainable}, "artefact": "adapter" if adapter else "model",
                  "artefact_bytes": trainable * 4, "adapter_bytes": trainable * 4 if adapter else None,
                  "final_train_loss": lines[steps - 1]["loss"], "final_val_loss": start * 0.2,
-                 "machine": {"device": "cpu"}}
+                 "mfu": 0.42 if name == "full" else None, "machine": {"device": "cpu"}}
     (run / "resources.json").write_text(json.dumps(resources, indent=2))
     (run / "data.json").write_text(json.dumps({"train": {"samples": 80, "skipped": {}}, "val": None}))
 

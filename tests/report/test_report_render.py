@@ -61,7 +61,7 @@ def test_formatting_helpers():
 def test_table_has_every_variant_and_column(fake_grid):
     header, rows = table_rows(summarize(load_grid_runs(fake_grid)))
     assert header == ["variant", "method", "trainable params", "grounding IoU", "grounding format",
-                      "general Δ (vqa exact match)", "peak memory", "train time", "train samples/s",
+                      "general Δ (vqa exact match)", "peak memory", "train time", "train samples/s", "MFU",
                       "size on disk", "latency"]
     by = {r[0]: dict(zip(header, r)) for r in rows}
     assert list(by) == ["baseline", "3-shot", "lora-r8", "lora-r16", "qlora-r16", "full"]  # grid order
@@ -74,6 +74,7 @@ def test_table_has_every_variant_and_column(fake_grid):
     assert by["qlora-r16"]["peak memory"] == "512.0 MiB" and by["baseline"]["peak memory"] == "—"
     assert by["full"]["size on disk"].startswith("model ") and by["lora-r8"]["size on disk"].startswith("adapter ")
     assert by["full"]["train time"] == "2m 22s" and by["full"]["latency"] == "0.06 s"
+    assert by["full"]["MFU"] == "42%" and by["lora-r8"]["MFU"] == "—"  # runs from before MFU: a dash
 
 
 def test_html_is_self_contained_and_complete(built_report):

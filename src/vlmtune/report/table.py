@@ -65,7 +65,7 @@ def header(view: GridView) -> list[str]:
         cols += [f"{task} {display(view.metric[task])}", f"{task} format"]
     if view.general_task:
         cols.append(f"general Δ ({view.general_task} {display(view.general_metric)})")
-    return cols + ["peak memory", "train time", "train samples/s", "size on disk", "latency"]
+    return cols + ["peak memory", "train time", "train samples/s", "MFU", "size on disk", "latency"]
 
 
 def table_rows(view: GridView) -> tuple[list[str], list[list[str]]]:
@@ -90,7 +90,8 @@ def table_rows(view: GridView) -> tuple[list[str], list[list[str]]]:
         size = f"{res['artefact']} {fmt_bytes(res['artefact_bytes'])}" if res.get("artefact_bytes") else DASH
         latency = (run.metrics or {}).get("latency_s_mean")
         row += [fmt_bytes(memory.get("bytes")), fmt_seconds(res.get("wall_time_s")),
-                f"{res['samples_per_s']:.3g}" if res.get("samples_per_s") else DASH, size,
+                f"{res['samples_per_s']:.3g}" if res.get("samples_per_s") else DASH,
+                fmt_pct(100 * res["mfu"]) if res.get("mfu") is not None else DASH, size,
                 fmt_seconds(latency) if latency is not None else DASH]
         rows.append(row)
     return header(view), rows
