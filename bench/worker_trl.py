@@ -17,7 +17,6 @@ dataset to the saved adapter.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path

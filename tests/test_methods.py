@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from vlmtune.methods import count_parameters, prepare, trainable_by_role
 from vlmtune.train import train
