@@ -34,12 +34,14 @@ per weight of the load dtype, ``a`` = bytes per activation = ``wb``, but 4 under
   (``foreach``), two of the largest tensor on CPU (per-tensor loop).
 
 Validation: ``scripts/memory_plan_check.py`` (CPU, fp32, tiny Qwen2-VL, LLaVA, Gemma 3,
-Idefics3 and the zoo model ``vlmtune/tiny-shapes``, full/LoRA/QLoRA-8/QLoRA-4): see
-``docs/memory_plan.md`` for the table; ``tests/diagnose/test_memory_plan.py`` bounds the
-error at 15%.
+Idefics3 and the zoo model ``vlmtune/tiny-shapes``, full/LoRA/QLoRA-8/QLoRA-4, batch 1-8;
+peak RSS increase with glibc's mmap threshold fixed at one page, and malloc's in-use
+peak): see ``docs/memory_plan.md`` for the table; ``tests/diagnose/test_memory_plan.py``
+bounds the error at 15% at batch 1 and 8.
 
 Not counted: the CUDA context (~0.3-1 GiB outside the allocator), allocator caching and
-fragmentation, the data loader.
+fragmentation, the data loader, per-tensor costs (page or 512-byte rounding of each
+tensor, autograd's graph; 0.2-0.8 MiB on the tiny models, noise at real sizes).
 
 Example:
     >>> shapes = model_shapes("/work/shared/model-configs/Qwen-Qwen2-VL-7B-Instruct.json")  # doctest: +SKIP
