@@ -3,6 +3,7 @@ error on a tiny model (CPU RSS) within the bound this machine allows."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from vlmtune.diagnose.memory_plan import (
-    METHODS, Workload, lora_params, model_shapes, parse_size, plan_memory, plan_method,
+    METHODS, Workload, lora_params, masked_layers, model_shapes, parse_size, plan_memory, plan_method,
 )
 
 QWEN2_VL_7B = Path(__file__).parent / "data" / "Qwen-Qwen2-VL-7B-Instruct.json"  # public config, copied from shared/model-configs
@@ -34,6 +35,31 @@ def test_parameter_counts_from_config_equal_the_real_model(tiny_factory, family)
     assert shapes.by_role["vision"] > 0 and shapes.by_role["language"] > 0
     # Gemma 3 wraps attention and MLP in sandwich norms and normalises queries and keys per head
     assert (shapes.hidden_norms, shapes.head_norms) == ((4, True) if family == "gemma3" else (2, False))
+    # Gemma 3 alternates sliding-window and full attention and masks image tokens bidirectionally
+    text = real.config.get_text_config()
+    if family == "gemma3":
+        assert shapes.always_masked and shapes.sliding_window == text.sliding_window
+        assert shapes.sliding_layers == text.layer_types.count("sliding_attention") > 0
+    else:
+        assert (shapes.always_masked, shapes.sliding_layers) == (False, 0)
+
+
+def test_one_sample_keeps_a_mask_only_where_transformers_builds_one(tiny_factory):
+    """Unpadded batch of one: no mask (SDPA's is_causal, native GQA) for Qwen2-VL; Gemma 3
+    always builds one, so it keeps the float mask and K/V repeated to all heads per layer."""
+    qwen = model_shapes(str(QWEN2_VL_7B))
+    assert masked_layers(qwen, Workload(seq=512), 1) == 0 and masked_layers(qwen, Workload(seq=512), 2) == 28
+    gemma = model_shapes(str(tiny_factory("gemma3", hidden=64, kv_heads=2)))
+    w = Workload(seq=200, batch=1, weight_bytes=4, device="cpu")
+    assert masked_layers(gemma, w, 1) == gemma.layers
+    unmasked = dataclasses.replace(gemma, always_masked=False)
+    # seq 200 >= the tiny window: the sliding layers still get a mask
+    assert masked_layers(unmasked, w, 1) == gemma.sliding_layers < gemma.layers
+    assert masked_layers(unmasked, dataclasses.replace(w, seq=gemma.sliding_window - 1), 1) == 0
+    a, qd, kvd = 4, gemma.heads * gemma.head_dim, gemma.kv_heads * gemma.head_dim
+    extra = plan_method(gemma, w, "lora").activations - plan_method(unmasked, w, "lora").activations
+    per_layer = w.seq * a * (w.seq + 2 * (qd - kvd))  # float mask + repeated K and V, per masked layer
+    assert extra == (gemma.layers - gemma.sliding_layers) * per_layer
 
 
 def test_qwen2_vl_7b_plan_is_sane():

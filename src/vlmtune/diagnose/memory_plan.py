@@ -148,6 +148,16 @@ def padded(batch: int) -> bool:
     return batch > 1
 
 
+def masked_layers(shapes: ModelShapes, w: Workload, batch: int) -> int:
+    """Decoder layers whose SDPA call gets a 4-D mask: all of them for a padded batch or a
+    model that always builds one (``ModelShapes.always_masked``: Gemma 3, PaliGemma), else
+    the sliding-window layers once the sequence reaches the window. Without a mask,
+    transformers passes ``is_causal`` and lets SDPA do grouped-query attention natively."""
+    if padded(batch) or shapes.always_masked:
+        return shapes.layers
+    return shapes.sliding_layers if shapes.sliding_window and w.seq >= shapes.sliding_window else 0
+
+
 def _adapter_inputs(shapes: ModelShapes, w: Workload, a: int) -> int:
     """Bytes per token the LoRA path keeps, summed over all target layers (see module doc)."""
     r = w.lora_r
@@ -170,18 +180,22 @@ def language_activations(shapes: ModelShapes, w: Workload, method: str, batch: i
     h, i, a = shapes.hidden, shapes.intermediate, activation_bytes(w, method)
     qd, kvd = shapes.heads * shapes.head_dim, shapes.kv_heads * shapes.head_dim
     tokens = batch * w.seq
-    kv_kept = qd if padded(batch) else kvd  # SDPA repeats K/V to all heads when a mask is given
-    attention = a * (2 * qd + 2 * kv_kept)  # q and k after RoPE, v, output (o_proj's input)
-    mask = a * w.seq if padded(batch) else 0  # the float copy of the 4-D mask SDPA keeps per layer
+    masked = masked_layers(shapes, w, batch)
+    # q and k after RoPE, v, output (o_proj's input); with a mask SDPA repeats K/V to all
+    # heads and keeps a float copy of the 4-D mask per layer
+    unmasked_attention = a * (2 * qd + 2 * kvd)
+    masked_attention = a * (4 * qd + w.seq)
+    attention_sum = masked * masked_attention + (shapes.layers - masked) * unmasked_attention
+    attention_one = masked_attention if masked else unmasked_attention
     # norms keep their fp32 input and normalised tensor (8 B), plus 4 B of output for the two
     # that feed a trained Linear; frozen (LoRA), only the fp32 input
     head_norms = (qd + kvd) if shapes.head_norms else 0
     if method == "full":
-        per_layer = 8 * (shapes.hidden_norms * h + head_norms) + 2 * 4 * h + attention + 4 * i * a + mask
+        per_layer = 8 * (shapes.hidden_norms * h + head_norms) + 2 * 4 * h + 4 * i * a
         final = 12 * h
         first_layer_saving = 0
     else:
-        per_layer = 4 * (shapes.hidden_norms * h + head_norms) + attention + 3 * i * a + mask
+        per_layer = 4 * (shapes.hidden_norms * h + head_norms) + 3 * i * a
         final = 4 * h
         # the first layer's input does not require grad: its first norm and the dropout of
         # the q/k/v inputs keep nothing
@@ -190,8 +204,8 @@ def language_activations(shapes: ModelShapes, w: Workload, method: str, batch: i
     if method == "qlora8":  # bitsandbytes' 8-bit matmul keeps its input on ctx (ctx.A / ctx.tensors)
         adapters += shapes.layers * 4 * (2 * h + i) - 4 * h  # norm outputs, down_proj input; not layer 0's q/k/v
     if w.gradient_checkpointing:  # layer inputs, plus one layer recomputed in the backward
-        return tokens * (shapes.layers * h * a + per_layer + adapters // shapes.layers + final)
-    return tokens * (shapes.layers * per_layer + adapters + final - first_layer_saving)
+        return tokens * (shapes.layers * h * a + per_layer + attention_one + adapters // shapes.layers + final)
+    return tokens * (shapes.layers * per_layer + attention_sum + adapters + final - first_layer_saving)
 
 
 def logits_bytes(shapes: ModelShapes, w: Workload, batch: int) -> int:
