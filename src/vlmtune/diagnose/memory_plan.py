@@ -20,9 +20,11 @@ per weight of the load dtype, ``a`` = bytes per activation = ``wb``, but 4 under
   full ``24h + a(2q + 2k' + 4i)``; LoRA/QLoRA ``8h + a(2q + 2k' + 3i)`` plus, per LoRA
   target, ``4r + in*(4 + m)`` (lora_A output, dropped fp32 input and dropout mask:
   ``m`` = 4 on CPU, 1 on CUDA) and for QLoRA-8 the inputs bitsandbytes' int8 matmul keeps,
-  ``4(2h + i)``. ``q`` = heads x head_dim, ``k'`` = the same when the batch is padded
-  (SDPA repeats K/V for a mask) else KV heads x head_dim; padded batches add the float
-  mask copy SDPA keeps, ``a*seq``. Final norm ``12h`` (full) or ``4h``.
+  ``4(2h + i)``. ``q`` = heads x head_dim, ``k'`` = the same in a layer SDPA gets a 4-D
+  mask for (it then repeats K/V) else KV heads x head_dim; such a layer also keeps the float
+  mask copy, ``a*seq``. Masked: every layer of a padded batch or of a model that always
+  builds a mask (Gemma 3, PaliGemma), else sliding-window layers once seq >= window.
+  Final norm ``12h`` (full) or ``4h``.
 * Logits: ``12*T*V`` (vlmtune's loss: logits, their shifted copy and the fp32
   log-softmax in the forward; log-softmax, its gradient and the loss gradient at the start
   of the backward) plus a padded batch's boolean mask ``T*seq``.
