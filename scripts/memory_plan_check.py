@@ -5,22 +5,26 @@ process (see ``vlmtune.diagnose.memory_measure`` for the protocol: warm-up, base
 reset of the kernel's peak, a few real steps, peak RSS - baseline). Each (model, method)
 runs in a fresh subprocess so allocator state from one run does not hide another's.
 
-Two allocator settings (``--allocator``):
+Three measurements (``--measure``, comma-separated; default ``fixed,inuse``):
 
-* ``fixed`` (the validated number): the child runs with ``MALLOC_MMAP_THRESHOLD_=65536``.
-  glibc then serves every allocation of 64 KiB or more with its own mmap and unmaps it on
-  free, so RSS follows the bytes of live tensors (checked against the torch profiler's
-  allocation events: 55.1 vs 54.9 MiB on tiny Qwen2-VL full, 59.4 vs 59.2 LoRA).
-* ``default``: glibc as shipped. Its *dynamic* mmap threshold (mallopt(3): after an mmapped
-  chunk is freed, the threshold rises to its size, up to 32 MiB) moves later tensors of
-  that size into the heap, where freed chunks stay resident. On these ~100 MiB workloads
-  that adds 25-60% to the peak; it is an allocator effect, not training state, and bounded
-  (tensors over 32 MiB are always mmapped), so the plan does not model it.
+* ``fixed`` (the validated number): peak RSS increase with ``MALLOC_MMAP_THRESHOLD_=4096``.
+  glibc then gives every allocation of a page or more its own mapping and unmaps it on
+  free, so RSS follows the bytes of live tensors (plus their page rounding). With glibc's
+  defaults, allocations below the threshold come from the heap, where freed chunks stay
+  resident: that is the allocator keeping memory, not the program needing it (the CPU
+  analogue of CUDA's reserved vs ``max_memory_allocated``).
+* ``default``: peak RSS increase with glibc as shipped. Its *dynamic* mmap threshold
+  (mallopt(3): after an mmapped chunk is freed, the threshold rises to its size, up to
+  32 MiB) moves later tensors into the heap, where freed chunks stay resident; on these
+  small workloads that adds 25-60%. Not modelled (bounded, allocator-specific, absent on GPUs).
+* ``inuse``: glibc as shipped, and the peak of malloc's in-use bytes (``mallinfo2``:
+  ``uordblks + hblkhd``) sampled after every ATen op, above the baseline: what the
+  program holds, independent of what the allocator keeps resident. A second check.
 
 Usage:
     python scripts/memory_plan_check.py [--families qwen2_vl,llava] [--models vlmtune/tiny-shapes]
-        [--methods full,lora,qlora4,qlora8] [--batch 8] [--words 150] [--hidden 64] [--steps 3]
-        [--allocator fixed|default|both] [--json]
+        [--methods full,lora,qlora4,qlora8] [--batch 1,8] [--words 150] [--hidden 64] [--steps 3]
+        [--measure fixed,default,inuse] [--json]
 """
 
 from __future__ import annotations
@@ -39,10 +43,11 @@ METHOD_SECTIONS = {
     "qlora4": {"kind": "qlora", "r": 16, "bits": 4, "dropout": 0.05},
     "qlora8": {"kind": "qlora", "r": 16, "bits": 8, "dropout": 0.05},
 }
-FIXED_MMAP_THRESHOLD = "65536"
+FIXED_MMAP_THRESHOLD = "4096"  # one page
+MEASURES = ("fixed", "default", "inuse")
 
 
-def run_one(model: str, data: str, method: str, batch: int, steps: int, out_dir: str) -> dict:
+def run_one(model: str, data: str, method: str, batch: int, steps: int, out_dir: str, in_use: bool = False) -> dict:
     """Measure and predict one method in this process (called in a subprocess)."""
     from vlmtune.config import build_config
     from vlmtune.diagnose.memory_measure import predicted_vs_measured
@@ -50,45 +55,51 @@ def run_one(model: str, data: str, method: str, batch: int, steps: int, out_dir:
     cfg = build_config({"name": f"mem-{method}", "model": {"path": model}, "method": METHOD_SECTIONS[method],
                         "data": {"train": data, "max_length": 4096},
                         "train": {"batch_size": batch, "out_dir": out_dir}})
-    return predicted_vs_measured(cfg, steps)
+    return predicted_vs_measured(cfg, steps, track_in_use=in_use)
 
 
-def measure(model: str, data: str, method: str, batch: int, steps: int, out_dir: str, allocator: str) -> dict:
-    """One case in a fresh interpreter; ``allocator`` ``fixed`` sets glibc's mmap threshold."""
+def measure(model: str, data: str, method: str, batch: int, steps: int, out_dir: str, how: str) -> dict:
+    """One case in a fresh interpreter; ``how`` is one of :data:`MEASURES`."""
     env = dict(os.environ)
     env.pop("MALLOC_MMAP_THRESHOLD_", None)
-    if allocator == "fixed":
+    if how == "fixed":
         env["MALLOC_MMAP_THRESHOLD_"] = FIXED_MMAP_THRESHOLD
-    args = [sys.executable, __file__, "--one", json.dumps([model, data, method, batch, steps, out_dir])]
+    args = [sys.executable, __file__, "--one",
+            json.dumps([model, data, method, batch, steps, out_dir, how == "inuse"])]
     done = subprocess.run(args, capture_output=True, text=True, env=env)
     if done.returncode:
         return {"failed": done.stderr.strip().splitlines()[-1:]}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if how == "inuse":
+        return {**result, "delta": result["in_use_delta"], "error": result["in_use_error"]}
+    return result
 
 
-def check(families: list[str], models: list[str], methods: list[str], batch: int, words: int, hidden: int,
-          steps: int, allocators: list[str]) -> list[dict]:
+def check(families: list[str], models: list[str], methods: list[str], batches: list[int], words: int,
+          hidden: int, steps: int, measures: list[str]) -> list[dict]:
     from vlmtune.diagnose.memory_measure import write_long_samples
     from vlmtune.testing import build_tiny
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        data = str(write_long_samples(Path(tmp) / "data", n=batch, words=words))
         targets = [(f, str(build_tiny(f, Path(tmp) / f, hidden=hidden, kv_heads=2))) for f in families if f]
         targets += [(m, m) for m in models if m]
-        for name, model in targets:
-            for method in methods:
-                row: dict = {"model": name, "method": method}
-                for allocator in allocators:
-                    result = measure(model, data, method, batch, steps, tmp, allocator)
-                    if "failed" in result:
-                        row["failed"] = result["failed"]
-                        break
-                    row.update({k: result[k] for k in ("seq", "batch", "predicted", "peak_was_reset")})
-                    row[f"measured_{allocator}"] = result["delta"]
-                    row[f"error_{allocator}"] = result["error"]
-                    row["baseline"] = result["baseline"]
-                rows.append(row)
+        for batch in batches:
+            data = str(write_long_samples(Path(tmp) / f"data{batch}", n=batch, words=words))
+            for name, model in targets:
+                for method in methods:
+                    row: dict = {"model": name, "method": method}
+                    for how in measures:
+                        result = measure(model, data, method, batch, steps, tmp, how)
+                        if "failed" in result:
+                            row["failed"] = result["failed"]
+                            break
+                        row.update({k: result[k] for k in ("seq", "batch", "predicted", "peak_was_reset")})
+                        row[f"measured_{how}"] = result["delta"]
+                        row[f"error_{how}"] = result["error"]
+                        if how != "inuse":
+                            row[f"baseline_{how}"] = result["baseline"]
+                    rows.append(row)
     return rows
 
 
@@ -97,11 +108,11 @@ def main() -> None:
     parser.add_argument("--families", default="qwen2_vl,llava", help="tiny families built here (build_tiny)")
     parser.add_argument("--models", default="vlmtune/tiny-shapes", help="model dirs or zoo names, comma-separated")
     parser.add_argument("--methods", default="full,lora,qlora4,qlora8")
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batch", default="8", help="batch sizes, comma-separated (e.g. 1,4,8)")
     parser.add_argument("--words", type=int, default=150)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--allocator", default="both", choices=("fixed", "default", "both"))
+    parser.add_argument("--measure", default="fixed,inuse", help=f"comma-separated, from {', '.join(MEASURES)}")
     parser.add_argument("--json", action="store_true", help="print the rows as one JSON line")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -109,28 +120,36 @@ def main() -> None:
         result = run_one(*json.loads(args.one))
         print(json.dumps(result))
         return
-    allocators = ["fixed", "default"] if args.allocator == "both" else [args.allocator]
-    rows = check(args.families.split(","), args.models.split(","), args.methods.split(","), args.batch,
-                 args.words, args.hidden, args.steps, allocators)
+    measures = [m for m in args.measure.split(",") if m]
+    unknown = sorted(set(measures) - set(MEASURES))
+    if unknown or not measures:
+        parser.error(f"--measure: unknown {', '.join(unknown) or '(empty)'}; choose from {', '.join(MEASURES)}")
+    try:
+        batches = [int(b) for b in args.batch.split(",") if b]
+    except ValueError:
+        parser.error(f"--batch: not a comma-separated list of integers: {args.batch!r}")
+    rows = check(args.families.split(","), args.models.split(","), args.methods.split(","), batches,
+                 args.words, args.hidden, args.steps, measures)
     if args.json:
         print(json.dumps(rows))
         return
-    header = f"{'model':<20}{'method':<8}{'seq':>5}{'batch':>6}{'predicted MiB':>14}"
-    for a in allocators:
-        header += f"{'measured ' + a:>18}{'error':>8}"
+    print("MiB added by training steps; error = predicted / measured - 1")
+    header = f"{'model':<20}{'method':<8}{'seq':>5}{'batch':>6}{'predicted':>10}"
+    for how in measures:
+        header += f"{'RSS ' + how if how != 'inuse' else 'in-use':>14}{'error':>8}"
     print(header)
     for r in rows:
         if "failed" in r:
             print(f"{r['model']:<20}{r['method']:<8} failed: {r['failed']}")
             continue
-        line = f"{r['model']:<20}{r['method']:<8}{r['seq']:>5}{r['batch']:>6}{r['predicted'] / 2**20:>14.1f}"
-        for a in allocators:
-            line += f"{r[f'measured_{a}'] / 2**20:>18.1f}{r[f'error_{a}']:>+8.1%}"
+        line = f"{r['model']:<20}{r['method']:<8}{r['seq']:>5}{r['batch']:>6}{r['predicted'] / 2**20:>10.1f}"
+        for how in measures:
+            line += f"{r[f'measured_{how}'] / 2**20:>14.1f}{r[f'error_{how}']:>+8.1%}"
         print(line)
-    for a in allocators:
-        errors = [abs(r[f"error_{a}"]) for r in rows if "failed" not in r]
+    for how in measures:
+        errors = [abs(r[f"error_{how}"]) for r in rows if "failed" not in r]
         if errors:
-            print(f"max |error| ({a} allocator): {max(errors):.1%} over {len(errors)} cases")
+            print(f"max |error| ({how}): {max(errors):.1%} over {len(errors)} cases")
 
 
 if __name__ == "__main__":

@@ -20,9 +20,11 @@ per weight of the load dtype, ``a`` = bytes per activation = ``wb``, but 4 under
   full ``24h + a(2q + 2k' + 4i)``; LoRA/QLoRA ``8h + a(2q + 2k' + 3i)`` plus, per LoRA
   target, ``4r + in*(4 + m)`` (lora_A output, dropped fp32 input and dropout mask:
   ``m`` = 4 on CPU, 1 on CUDA) and for QLoRA-8 the inputs bitsandbytes' int8 matmul keeps,
-  ``4(2h + i)``. ``q`` = heads x head_dim, ``k'`` = the same when the batch is padded
-  (SDPA repeats K/V for a mask) else KV heads x head_dim; padded batches add the float
-  mask copy SDPA keeps, ``a*seq``. Final norm ``12h`` (full) or ``4h``.
+  ``4(2h + i)``. ``q`` = heads x head_dim, ``k'`` = the same in a layer SDPA gets a 4-D
+  mask for (it then repeats K/V) else KV heads x head_dim; such a layer also keeps the float
+  mask copy, ``a*seq``. Masked: every layer of a padded batch or of a model that always
+  builds a mask (Gemma 3, PaliGemma), else sliding-window layers once seq >= window.
+  Final norm ``12h`` (full) or ``4h``.
 * Logits: ``12*T*V`` (vlmtune's loss: logits, their shifted copy and the fp32
   log-softmax in the forward; log-softmax, its gradient and the loss gradient at the start
   of the backward) plus a padded batch's boolean mask ``T*seq``.
@@ -34,12 +36,14 @@ per weight of the load dtype, ``a`` = bytes per activation = ``wb``, but 4 under
   (``foreach``), two of the largest tensor on CPU (per-tensor loop).
 
 Validation: ``scripts/memory_plan_check.py`` (CPU, fp32, tiny Qwen2-VL, LLaVA, Gemma 3,
-Idefics3 and the zoo model ``vlmtune/tiny-shapes``, full/LoRA/QLoRA-8/QLoRA-4): see
-``docs/memory_plan.md`` for the table; ``tests/diagnose/test_memory_plan.py`` bounds the
-error at 15%.
+Idefics3 and the zoo model ``vlmtune/tiny-shapes``, full/LoRA/QLoRA-8/QLoRA-4, batch 1-8;
+peak RSS increase with glibc's mmap threshold fixed at one page, and malloc's in-use
+peak): see ``docs/memory_plan.md`` for the table; ``tests/diagnose/test_memory_plan.py``
+bounds the error at 15% at batch 1 and 8.
 
 Not counted: the CUDA context (~0.3-1 GiB outside the allocator), allocator caching and
-fragmentation, the data loader.
+fragmentation, the data loader, per-tensor costs (page or 512-byte rounding of each
+tensor, autograd's graph; 0.2-0.8 MiB on the tiny models, noise at real sizes).
 
 Example:
     >>> shapes = model_shapes("/work/shared/model-configs/Qwen-Qwen2-VL-7B-Instruct.json")  # doctest: +SKIP
@@ -146,6 +150,16 @@ def padded(batch: int) -> bool:
     return batch > 1
 
 
+def masked_layers(shapes: ModelShapes, w: Workload, batch: int) -> int:
+    """Decoder layers whose SDPA call gets a 4-D mask: all of them for a padded batch or a
+    model that always builds one (``ModelShapes.always_masked``: Gemma 3, PaliGemma), else
+    the sliding-window layers once the sequence reaches the window. Without a mask,
+    transformers passes ``is_causal`` and lets SDPA do grouped-query attention natively."""
+    if padded(batch) or shapes.always_masked:
+        return shapes.layers
+    return shapes.sliding_layers if shapes.sliding_window and w.seq >= shapes.sliding_window else 0
+
+
 def _adapter_inputs(shapes: ModelShapes, w: Workload, a: int) -> int:
     """Bytes per token the LoRA path keeps, summed over all target layers (see module doc)."""
     r = w.lora_r
@@ -168,18 +182,22 @@ def language_activations(shapes: ModelShapes, w: Workload, method: str, batch: i
     h, i, a = shapes.hidden, shapes.intermediate, activation_bytes(w, method)
     qd, kvd = shapes.heads * shapes.head_dim, shapes.kv_heads * shapes.head_dim
     tokens = batch * w.seq
-    kv_kept = qd if padded(batch) else kvd  # SDPA repeats K/V to all heads when a mask is given
-    attention = a * (2 * qd + 2 * kv_kept)  # q and k after RoPE, v, output (o_proj's input)
-    mask = a * w.seq if padded(batch) else 0  # the float copy of the 4-D mask SDPA keeps per layer
+    masked = masked_layers(shapes, w, batch)
+    # q and k after RoPE, v, output (o_proj's input); with a mask SDPA repeats K/V to all
+    # heads and keeps a float copy of the 4-D mask per layer
+    unmasked_attention = a * (2 * qd + 2 * kvd)
+    masked_attention = a * (4 * qd + w.seq)
+    attention_sum = masked * masked_attention + (shapes.layers - masked) * unmasked_attention
+    attention_one = masked_attention if masked else unmasked_attention
     # norms keep their fp32 input and normalised tensor (8 B), plus 4 B of output for the two
     # that feed a trained Linear; frozen (LoRA), only the fp32 input
     head_norms = (qd + kvd) if shapes.head_norms else 0
     if method == "full":
-        per_layer = 8 * (shapes.hidden_norms * h + head_norms) + 2 * 4 * h + attention + 4 * i * a + mask
+        per_layer = 8 * (shapes.hidden_norms * h + head_norms) + 2 * 4 * h + 4 * i * a
         final = 12 * h
         first_layer_saving = 0
     else:
-        per_layer = 4 * (shapes.hidden_norms * h + head_norms) + attention + 3 * i * a + mask
+        per_layer = 4 * (shapes.hidden_norms * h + head_norms) + 3 * i * a
         final = 4 * h
         # the first layer's input does not require grad: its first norm and the dropout of
         # the q/k/v inputs keep nothing
@@ -188,8 +206,8 @@ def language_activations(shapes: ModelShapes, w: Workload, method: str, batch: i
     if method == "qlora8":  # bitsandbytes' 8-bit matmul keeps its input on ctx (ctx.A / ctx.tensors)
         adapters += shapes.layers * 4 * (2 * h + i) - 4 * h  # norm outputs, down_proj input; not layer 0's q/k/v
     if w.gradient_checkpointing:  # layer inputs, plus one layer recomputed in the backward
-        return tokens * (shapes.layers * h * a + per_layer + adapters // shapes.layers + final)
-    return tokens * (shapes.layers * per_layer + adapters + final - first_layer_saving)
+        return tokens * (shapes.layers * h * a + per_layer + attention_one + adapters // shapes.layers + final)
+    return tokens * (shapes.layers * per_layer + attention_sum + adapters + final - first_layer_saving)
 
 
 def logits_bytes(shapes: ModelShapes, w: Workload, batch: int) -> int:

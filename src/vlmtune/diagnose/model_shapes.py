@@ -45,6 +45,17 @@ class ModelShapes:
     vision: dict[str, int] = field(default_factory=dict)
     hidden_norms: int = 2  # norms over the hidden size per decoder layer (Gemma's sandwich: 4)
     head_norms: bool = False  # per-head RMSNorm on queries and keys (Gemma 3, Qwen3)
+    sliding_window: int = 0  # window of the sliding-attention layers (0: none)
+    sliding_layers: int = 0  # how many decoder layers use it
+    always_masked: bool = False  # builds a 4-D attention mask on every training forward (see below)
+
+
+# Families whose training forward always builds a 4-D mask from ``token_type_ids``, so SDPA
+# gets a mask even for one unpadded sample (transformers 5: Gemma 3's
+# ``create_masks_for_vision_model`` lets each image's tokens attend to each other;
+# PaliGemma's ``block_sequence_ids`` make the prompt prefix bidirectional). Both pass
+# ``block_sequence_ids`` to ``create_causal_mask``, which then never skips the mask.
+ALWAYS_MASKED = frozenset({"gemma3", "paligemma"})
 
 
 def load_config_any(path: str, trust_remote_code: bool = False) -> Any:
@@ -86,7 +97,22 @@ def model_shapes(path: str | Path, trust_remote_code: bool = False) -> ModelShap
     dims = _text_dims(config)
     return ModelShapes(model_type=config.model_type, by_role=by_role, total=sum(by_role.values()),
                        quantizable=quantizable, quantizable_rows=rows, lora_targets=targets,
-                       **dims, vision=_vision_dims(config), **_layer_norms(model, family, dims))
+                       **dims, vision=_vision_dims(config), **_layer_norms(model, family, dims),
+                       **_sliding(config, dims["layers"]), always_masked=config.model_type in ALWAYS_MASKED)
+
+
+def _sliding(config: Any, layers: int) -> dict[str, int]:
+    """Sliding-window attention layers (``layer_types``; older configs: ``use_sliding_window``).
+    transformers builds their mask whenever the sequence reaches the window
+    (``masking_utils._ignore_causal_mask_sdpa``), even for one unpadded sample."""
+    text = config.get_text_config()
+    window = int(getattr(text, "sliding_window", None) or 0)
+    types = getattr(text, "layer_types", None)
+    if types:
+        count = sum(t == "sliding_attention" for t in types)
+    else:
+        count = layers if getattr(text, "use_sliding_window", False) else 0
+    return {"sliding_window": window if count else 0, "sliding_layers": count if window else 0}
 
 
 def _layer_norms(model: nn.Module, family: Any, dims: dict[str, int]) -> dict[str, Any]:
