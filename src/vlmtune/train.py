@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -42,7 +42,7 @@ from vlmtune.flops import FlopCounter
 from vlmtune.measure import Throughput, machine_info, peak_memory, reset_peak
 from vlmtune.methods import count_parameters, prepare, trainable_by_role
 from vlmtune.rundir import check_run_dir, open_run_dir
-from vlmtune.packing import check_packing, pack
+from vlmtune.packing import check_packing, pack, packed_attention, packed_lengths
 from vlmtune.steps import StepPlan
 from vlmtune.vision_cache import VisionCache, resolve_mode as resolve_vision_cache
 
@@ -122,6 +122,12 @@ def _micro_batch(keys: list[int], data: EncodedDataset, collate: Collator, cache
     if packing:
         batch = pack(batch, family, model)
     return MicroBatch(list(keys), counts, batch, **stats)
+
+
+def _attention(model: torch.nn.Module, family: Any, batch: dict[str, Any], packed: bool) -> Any:
+    """Packed rows attend per sample (``vlmtune.packing.segment_attention``), not through a
+    dense ``(T, T)`` block mask; padded batches keep the model's own attention."""
+    return packed_attention(model, family, packed_lengths(batch)) if packed else nullcontext()
 
 
 def _save_artefacts(run: Path, model: Any, processor: Any, cfg: RunConfig, accelerator: Any,
@@ -252,7 +258,8 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
             for k, m in enumerate(micro):
                 batch = {key: _to(v, accelerator.device) for key, v in m.batch.items()}
                 with dist.micro_batch(accelerator, model, last=k == len(micro) - 1):
-                    with accelerator.autocast(), cache.serving(m.keys, m.image_tokens, batch["input_ids"]):
+                    with accelerator.autocast(), cache.serving(m.keys, m.image_tokens, batch["input_ids"]), \
+                            _attention(model, family, batch, t.packing):
                         loss = token_loss_sum(model, batch) / max(n_tokens, 1)
                     accelerator.backward(loss * scale)
                 loss_value += float(loss.detach())
