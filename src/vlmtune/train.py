@@ -246,7 +246,7 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
             micro = [_micro_batch(idx, train_data, collate, cache, model, family, t.packing)
                      for idx in plan.micro_batches(step)]
             n_samples, n_input = sum(m.samples for m in micro), sum(m.tokens for m in micro)
-            step_flops = sum(flops.of_batch(m.batch) for m in micro)
+            step_flops = sum(flops.of_batch(m.batch, packed_lengths(m.batch) if t.packing else None) for m in micro)
             if dist.is_fsdp(accelerator):  # a short last batch: still join every all-gather
                 for idx in plan.padding(step):
                     pad = _micro_batch(idx, train_data, collate, cache, model, family, t.packing)
