@@ -75,14 +75,18 @@ def test_packed_losses_equal_unpacked(family, tiny_factory, run_config, monkeypa
 def test_packed_training_matches_unpacked(tiny_factory, run_config):
     path = tiny_factory("qwen2_vl")
 
-    def losses(name, packing):
+    def losses(name, packing, checkpointing=False):
         cfg = run_config(path, name=name, train_file="train_mixed.jsonl", data={"max_samples": 16, "val": None},
-                         train={"max_steps": 4, "batch_size": 4, "packing": packing})
+                         train={"max_steps": 4, "batch_size": 4, "packing": packing,
+                                "gradient_checkpointing": checkpointing})
         run = train(cfg)
         return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
     plain, packed = losses("plain", False), losses("packed", True)
     assert max(abs(a - b) for a, b in zip(plain, packed)) <= 1e-5, (plain, packed)
+    # checkpointing recomputes the packed forward during backward: still attention per sample
+    recomputed = losses("packed-ckpt", True, checkpointing=True)
+    assert max(abs(a - b) for a, b in zip(plain, recomputed)) <= 1e-5, (plain, recomputed)
 
 
 @pytest.mark.parametrize("family", REFUSED)

@@ -261,9 +261,10 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
             loss_value = 0.0
             for k, m in enumerate(micro):
                 batch = {key: _to(v, accelerator.device) for key, v in m.batch.items()}
-                with dist.micro_batch(accelerator, model, last=k == len(micro) - 1):
-                    with accelerator.autocast(), cache.serving(m.keys, m.image_tokens, batch["input_ids"]), \
-                            _attention(model, family, batch, t.packing):
+                # the backward too: gradient checkpointing recomputes the forward there
+                with dist.micro_batch(accelerator, model, last=k == len(micro) - 1), \
+                        _attention(model, family, batch, t.packing):
+                    with accelerator.autocast(), cache.serving(m.keys, m.image_tokens, batch["input_ids"]):
                         loss = token_loss_sum(model, batch) / max(n_tokens, 1)
                     accelerator.backward(loss * scale)
                 loss_value += float(loss.detach())
