@@ -100,6 +100,10 @@ def segment_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor,
                                       scaling=scaling, **kwargs)
     if query.shape[0] != 1 or sum(lengths) != query.shape[2]:
         raise RuntimeError(f"packed attention: a row of {tuple(query.shape)} does not hold samples of {lengths}")
+    window = kwargs.pop("sliding_window", None)
+    if window is not None and max(lengths) > window:
+        raise ConfigError(f"train.packing: a sample of {max(lengths)} tokens is longer than this decoder's sliding "
+                          f"window ({window}); per-sample attention here is full causal: set train.packing: false")
     parts = [sdpa_attention_forward(module, q, k, v, None, dropout=dropout, scaling=scaling, is_causal=True)[0]
              for q, k, v in zip(query.split(lengths, 2), key.split(lengths, 2), value.split(lengths, 2))]
     return torch.cat(parts, dim=1), None
