@@ -2,11 +2,14 @@
 
 A right-padded batch ``(B, L)`` turns into ``(1, T)`` with ``T`` = its real tokens: every
 sequence-shaped tensor keeps only its unpadded positions, the attention mask is dropped
-and ``position_ids`` restart at 0 for each sample. transformers 5 reads those restarts as
-packed sequences (``masking_utils.find_packed_sequence_indices``): sdpa/eager get a
-block-diagonal causal mask, flash-attention the per-sample lengths. Image tensors are left
-as they are: the model scatters image features into placeholder tokens in row-major
-order, which packing preserves.
+and ``position_ids`` restart at 0 for each sample. Run the model inside
+:func:`packed_attention` (the training loop does, forward and backward): the decoder then
+attends within each sample through :func:`segment_attention`, causal SDPA per sample,
+without the ``(T, T)`` mask. Outside it, transformers 5 reads the restarts as packed
+sequences itself (``masking_utils.find_packed_sequence_indices``) and builds a dense
+block-diagonal mask for sdpa/eager: the same losses, more work. Image tensors are left as
+they are: the model scatters image features into placeholder tokens in row-major order,
+which packing preserves.
 
 Qwen-VL families need their 3-D M-RoPE positions: we compute them per sample with the
 model's own ``get_rope_index`` on the padded batch and keep the unpadded columns, with the
@@ -20,6 +23,8 @@ Example:
     >>> packed = pack(batch, family, model)  # doctest: +SKIP
     >>> packed["input_ids"].shape[0], "attention_mask" in packed
     (1, False)
+    >>> with packed_attention(model, family, packed_lengths(packed)):  # doctest: +SKIP
+    ...     logits = model(**{k: v for k, v in packed.items() if k != "labels"}).logits
 """
 
 from __future__ import annotations
