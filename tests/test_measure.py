@@ -81,3 +81,22 @@ def test_peak_is_measured_once_per_thread_count():
     first = peak_flops()
     assert first["flops_per_s"] > 0 and first["threads"] == torch.get_num_threads()
     assert peak_flops() == first
+
+
+def test_packed_row_flops_count_attention_per_sample(tiny_factory, run_config):
+    """A packed row attends per sample (vlmtune.packing.segment_attention): its count charges
+    each sample's own square, not the row's (T, T), and matches torch's count of that path."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from vlmtune.packing import pack, packed_attention, packed_lengths
+
+    model, fam, _, batch = _setup(tiny_factory, run_config, "qwen2_vl", "lora")
+    packed = pack(batch, fam, model)
+    lengths = packed_lengths(packed)
+    assert len(lengths) == 3 and len(set(lengths)) > 1
+    with packed_attention(model, fam, lengths), sdpa_kernel(SDPBackend.MATH):  # math: matmuls torch can count
+        reference = _torch_count(model, packed)
+    counter = FlopCounter(model, fam)
+    ours = counter.of_batch(packed, lengths)
+    assert 0.98 <= ours / reference <= 1.03, (ours, reference)
+    assert ours < counter.of_batch(packed)  # the dense (T, T) count is larger

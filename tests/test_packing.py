@@ -14,7 +14,8 @@ from vlmtune.data.encode import IGNORE
 from vlmtune.errors import ConfigError
 from vlmtune.families import REGISTRY
 from vlmtune.methods import prepare
-from vlmtune.packing import check_packing, pack
+import vlmtune.packing as packing_mod
+from vlmtune.packing import SEGMENT_ATTENTION, check_packing, language_config, pack, packed_attention, packed_lengths
 from vlmtune.testing.tiny import TEXT_ONLY_OK, TINY_FAMILIES
 from vlmtune.train import load_split, train
 
@@ -32,7 +33,7 @@ def _per_sample_losses(logits: torch.Tensor, labels: torch.Tensor, bounds: list[
 
 
 @pytest.mark.parametrize("family", PACKED)
-def test_packed_losses_equal_unpacked(family, tiny_factory, run_config):
+def test_packed_losses_equal_unpacked(family, tiny_factory, run_config, monkeypatch):
     cfg = run_config(tiny_factory(family), train_file="train_mixed.jsonl" if family in TEXT_ONLY_OK
                      else "train_vqa.jsonl", data={"max_samples": 16})
     torch.manual_seed(0)
@@ -49,11 +50,24 @@ def test_packed_losses_equal_unpacked(family, tiny_factory, run_config):
         packed = pack(batch, fam, model)
         assert packed["input_ids"].shape == (1, sum(lengths)) and "attention_mask" not in packed
         logits = model(**{k: v for k, v in packed.items() if k != "labels"}).logits
+        # the per-sample attention the training loop uses for packed rows (no dense block mask)
+        calls = []
+        real = packing_mod.segment_attention
+        monkeypatch.setattr(packing_mod, "segment_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+        config = language_config(model, fam)
+        before = config._attn_implementation
+        assert packed_lengths(packed) == lengths
+        with packed_attention(model, fam, lengths):
+            assert config._attn_implementation == SEGMENT_ATTENTION
+            segmented = model(**{k: v for k, v in packed.items() if k != "labels"}).logits
+        assert config._attn_implementation == before and calls  # restored; the decoder went through it
     expected = _per_sample_losses(plain, batch["labels"], [(r, o, o + n) for r, (o, n) in enumerate(zip(offsets, lengths))])
     starts = [sum(lengths[:r]) for r in range(len(lengths))]
     got = _per_sample_losses(logits, packed["labels"], [(0, s, s + n) for s, n in zip(starts, lengths)])
     assert len(set(lengths)) > 1, lengths  # padding was there to remove
     assert max(abs(a - b) for a, b in zip(expected, got)) <= 1e-5, (expected, got)
+    got_segmented = _per_sample_losses(segmented, packed["labels"], [(0, s, s + n) for s, n in zip(starts, lengths)])
+    assert max(abs(a - b) for a, b in zip(expected, got_segmented)) <= 1e-5, (expected, got_segmented)
     # nothing leaks across samples: the cross-boundary position has no target
     assert all(int(packed["labels"][0, s]) == IGNORE for s in starts)
 
@@ -61,14 +75,18 @@ def test_packed_losses_equal_unpacked(family, tiny_factory, run_config):
 def test_packed_training_matches_unpacked(tiny_factory, run_config):
     path = tiny_factory("qwen2_vl")
 
-    def losses(name, packing):
+    def losses(name, packing, checkpointing=False):
         cfg = run_config(path, name=name, train_file="train_mixed.jsonl", data={"max_samples": 16, "val": None},
-                         train={"max_steps": 4, "batch_size": 4, "packing": packing})
+                         train={"max_steps": 4, "batch_size": 4, "packing": packing,
+                                "gradient_checkpointing": checkpointing})
         run = train(cfg)
         return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
     plain, packed = losses("plain", False), losses("packed", True)
     assert max(abs(a - b) for a, b in zip(plain, packed)) <= 1e-5, (plain, packed)
+    # checkpointing recomputes the packed forward during backward: still attention per sample
+    recomputed = losses("packed-ckpt", True, checkpointing=True)
+    assert max(abs(a - b) for a, b in zip(plain, recomputed)) <= 1e-5, (plain, recomputed)
 
 
 @pytest.mark.parametrize("family", REFUSED)

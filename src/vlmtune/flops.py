@@ -10,8 +10,8 @@ and another ``2·rows·in·out`` for the weight gradient when its weight trains.
 frozen-base LoRA language model costs ~4N per token (plus the small adapter weight
 gradients), a full fine-tune ~6N, and a frozen vision tower 2N (0 when its features come
 from the vision cache). Attention adds ``4·Lq·Lk·heads·head_dim`` per layer forward
-(every score is computed, masked or not; so padding costs, and a packed row pays for its
-whole block-diagonal square) and twice that backward.
+(every score is computed, masked or not, so padding costs; a packed row pays each sample's
+own square, as ``vlmtune.packing.segment_attention`` computes it) and twice that backward.
 
 Rows per role: every language-model layer sees every input position (padding included);
 vision-tower layers see each image's patches; projector layers see the image tokens the
@@ -101,10 +101,12 @@ class FlopCounter:
             backward += 2 * rows * (cost.weights - cost.inputs_leaf) + 8 * attn_pairs * attn_width
         return float(forward + backward)
 
-    def of_batch(self, batch: dict[str, Any]) -> float:
+    def of_batch(self, batch: dict[str, Any], segments: list[int] | None = None) -> float:
+        """``segments``: the sample lengths of a packed row (attention runs per sample)."""
         ids = batch["input_ids"]
         rows, seq = ids.shape[:2]
-        total = self._pass("language", rows * seq, rows * seq * seq, self.text_attn)
+        pairs = sum(n * n for n in segments) if segments else rows * seq * seq
+        total = self._pass("language", rows * seq, pairs, self.text_attn)
         if batch.get("pixel_values") is not None:  # served from the vision cache: no vision work
             patches, pairs = self._patches(batch)
             image_tokens = int((ids == self.image_id).sum()) if self.image_id is not None else 0
