@@ -84,7 +84,7 @@ class BuildPlan:
     weight_decay: float = 0.01
     vision: VisionStage | None = VisionStage(steps=1000)  # stage 0 (vision_pretrain); None: skip
     vision_held_out: int = 256    # validation scenes its cell accuracy is measured on
-    train_vision: bool = True     # the vision tower keeps training in the language stages
+    train_vision: bool = False    # the language stages keep the stage-0 tower frozen (LLaVA-style)
     train_projector: bool = False  # the patch merger keeps its stage-0 (or seeded random) weights
     eval_per_task: int = 200      # held-out test samples scored per task after training
     threads: int = 1              # torch CPU threads: 1 is reproducible on any core count and,
