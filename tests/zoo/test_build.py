@@ -53,6 +53,10 @@ def test_stage_mix_thins_captions_and_repeats_short_answers(tmp_path):
     counts = {t: sum(r["task"] == t for r in rows) for t in ("caption", "vqa", "mc")}
     assert counts == {"caption": 10, "vqa": 120, "mc": 120}
     assert len({r["id"] for r in rows}) == len(rows)  # repeats get their own ids
+    rows = [json.loads(line) for line in stage_mix(files["train"], Stage(1, 1e-3, caption_every=4, repeat_mc=3), 3)
+            .read_text().splitlines()]
+    assert {t: sum(r["task"] == t for r in rows) for t in ("caption", "vqa", "mc")} == {"caption": 10, "vqa": 40,
+                                                                                       "mc": 120}
     none = stage_mix(files["train"], Stage(1, 1e-3, caption_every=0), 1).read_text().splitlines()
     assert {json.loads(line)["task"] for line in none} == {"vqa", "mc"}
 

@@ -58,6 +58,7 @@ class Stage:
     max_shapes: int = 3
     caption_every: int = 1
     repeat_short: int = 1
+    repeat_mc: int = 1  # multiple-choice samples are listed repeat_short x repeat_mc times
 
 
 @dataclass(frozen=True)
@@ -209,8 +210,8 @@ def scene_sizes(train_jsonl: Path) -> dict[str, int]:
 def stage_mix(train_jsonl: Path, stage: Stage, index: int) -> Path:
     """The training file of stage ``index`` (1-based): scenes with at most
     ``stage.max_shapes`` shapes, their captions thinned to every ``stage.caption_every``-th
-    scene, VQA and MC samples repeated ``stage.repeat_short`` times (repeats get an
-    ``-r<k>`` id suffix: ids must be unique).
+    scene, VQA and MC samples repeated ``stage.repeat_short`` times, MC ``repeat_mc`` times
+    more (repeats get an ``-r<k>`` id suffix: ids must be unique).
 
     Example (``caption_every=4, repeat_short=2``): 100 scenes -> 25 captions, 200 VQA,
     200 MC samples.
@@ -226,8 +227,9 @@ def stage_mix(train_jsonl: Path, stage: Stage, index: int) -> Path:
             if stage.caption_every and (n_captions - 1) % stage.caption_every == 0:
                 kept.append(row)
             continue
+        repeats = stage.repeat_short * (stage.repeat_mc if sample["task"] == "mc" else 1)
         kept.append(row)
-        kept += [json.dumps({**sample, "id": f"{sample['id']}-r{k}"}) for k in range(1, stage.repeat_short)]
+        kept += [json.dumps({**sample, "id": f"{sample['id']}-r{k}"}) for k in range(1, repeats)]
     out = train_jsonl.with_name(f"train_stage{index}.jsonl")
     out.write_text("\n".join(kept) + "\n", encoding="utf-8")
     return out
