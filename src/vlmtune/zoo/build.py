@@ -81,7 +81,8 @@ class BuildPlan:
     vision_mlp_ratio: int = 4
     stages: tuple[Stage, ...] = (Stage(steps=400, lr=3.0e-4, max_shapes=1),       # curriculum: 1 shape
                                  Stage(steps=1800, lr=3.0e-4, caption_every=2),    # every scene
-                                 Stage(steps=600, lr=1.0e-4, caption_every=4))     # short answers, lower lr
+                                 Stage(steps=600, lr=1.0e-4, caption_every=4),     # short answers, lower lr
+                                 Stage(steps=2400, lr=3.0e-4, caption_every=4, repeat_mc=3))  # MC letter lookup
     weight_decay: float = 0.01
     vision: VisionStage | None = VisionStage(steps=1000)  # stage 0 (vision_pretrain); None: skip
     vision_held_out: int = 256    # validation scenes its cell accuracy is measured on
