@@ -155,3 +155,18 @@ def test_bad_arguments_are_refused(tmp_path):
     with pytest.raises(ValueError, match="image_size"):
         synth(tmp_path, n=5, image_size=16)
     assert set(ALL) == set(TASKS)
+
+
+def test_split_scenes_replays_the_written_images(world):
+    from vlmtune.data.synth import split_scenes
+    from vlmtune.data.synth_scene import render_scene
+
+    root, files = world
+    for split in ("train", "val", "test"):
+        scenes = split_scenes(split, 60, seed=3, image_size=64)
+        assert len(scenes) == split_counts(60, (0.8, 0.1, 0.1))[split]
+        for i, scene in enumerate(scenes):
+            written = Image.open(root / "images" / f"{split}_scene_{i:05d}.png").convert("RGB")
+            assert written.tobytes() == render_scene(scene).tobytes(), (split, i)
+    with pytest.raises(ValueError, match="unknown split"):
+        split_scenes("dev", 60, seed=3)

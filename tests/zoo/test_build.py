@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 from vlmtune.zoo.build import BuildPlan, Stage, build
+from vlmtune.zoo.vision_pretrain import VisionStage
 
 TOY = BuildPlan(n_scenes=40, stages=(Stage(2, 1e-3, batch_size=4), Stage(2, 1e-4, batch_size=4, caption_every=4)),
+                vision=VisionStage(2, batch_size=4, warmup_steps=1), vision_held_out=8,
                 text_hidden=64, text_layers=2, text_heads=1, text_kv_heads=1, text_ffn=128, vision_hidden=32,
                 vision_layers=2, vision_heads=1, vision_mlp_ratio=2, vocab_size=400)
 
@@ -30,6 +32,7 @@ def test_build_writes_loadable_checkpoint(tmp_path):
     assert saved["total_params"] == record["total_params"]
     assert set(saved["scores"]) == {"vqa", "mc", "grounding", "caption"}
     assert saved["scores"]["vqa"]["n"] == 2
+    assert saved["vision_stage"]["steps"] == 2 and saved["vision_stage"]["held_out"]["images"] == 4
 
 
 def test_training_data_never_teaches_grounding(tmp_path):
@@ -50,6 +53,10 @@ def test_stage_mix_thins_captions_and_repeats_short_answers(tmp_path):
     counts = {t: sum(r["task"] == t for r in rows) for t in ("caption", "vqa", "mc")}
     assert counts == {"caption": 10, "vqa": 120, "mc": 120}
     assert len({r["id"] for r in rows}) == len(rows)  # repeats get their own ids
+    rows = [json.loads(line) for line in stage_mix(files["train"], Stage(1, 1e-3, caption_every=4, repeat_mc=3), 3)
+            .read_text().splitlines()]
+    assert {t: sum(r["task"] == t for r in rows) for t in ("caption", "vqa", "mc")} == {"caption": 10, "vqa": 40,
+                                                                                       "mc": 120}
     none = stage_mix(files["train"], Stage(1, 1e-3, caption_every=0), 1).read_text().splitlines()
     assert {json.loads(line)["task"] for line in none} == {"vqa", "mc"}
 
@@ -67,13 +74,14 @@ def test_stage_mix_curriculum_keeps_small_scenes(tmp_path):
     assert all(r["answers"][1].startswith("There is one shape") for r in rows if r["task"] == "caption")
 
 
-def test_projector_is_frozen_unless_asked(tmp_path):
+def test_language_stages_keep_the_pretrained_tower_frozen_unless_asked(tmp_path):
     from vlmtune.zoo.build import run_config
 
     frozen = run_config(BuildPlan(), tmp_path, tmp_path / "t.jsonl", tmp_path)
-    assert not frozen.trains_role("projector") and frozen.trains_role("vision") and frozen.trains_role("language")
-    trained = run_config(BuildPlan(train_projector=True), tmp_path, tmp_path / "t.jsonl", tmp_path)
-    assert trained.trains_role("projector")
+    assert frozen.trains_role("language")
+    assert not frozen.trains_role("projector") and not frozen.trains_role("vision")
+    trained = run_config(BuildPlan(train_projector=True, train_vision=True), tmp_path, tmp_path / "t.jsonl", tmp_path)
+    assert trained.trains_role("projector") and trained.trains_role("vision")
 
 
 def test_fit_budget_scales_every_stage():

@@ -56,7 +56,9 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from vlmtune.data.synth_scene import render_scene, render_word, sample_scene
+from PIL import Image
+
+from vlmtune.data.synth_scene import Scene, render_scene, render_word, sample_scene
 from vlmtune.data.synth_tasks import SCENE_TASKS, TASKS, build_sample, build_text_sample
 
 SPLITS = ("train", "val", "test")
@@ -99,14 +101,48 @@ def _save_unique(image, path: Path, seen: set[str]) -> bool:
     return True
 
 
-def _scene_samples(split: str, i: int, seed: int, size: int, tasks: Sequence[str],
-                   root: Path, seen: set[str]) -> list[dict]:
+def _unique_scene(split: str, i: int, seed: int, size: int, seen: set[str]) -> tuple[Scene, Image.Image]:
+    """Scene ``i`` of ``split``: redrawn (same rng) while its pixels were already used."""
     rng = random.Random(f"vlmtune-synth/{seed}/{split}/scene/{i}")
-    rel = f"images/{split}_scene_{i:05d}.png"
     while True:
         scene = sample_scene(rng, size)
-        if _save_unique(render_scene(scene), root / rel, seen):
-            break
+        image = render_scene(scene)
+        digest = hashlib.sha256(image.tobytes()).hexdigest()
+        if digest not in seen:
+            seen.add(digest)
+            return scene, image
+
+
+def split_scenes(split: str, n: int, *, seed: int = 0, image_size: int = 64,
+                 splits: Sequence[float] = (0.8, 0.1, 0.1)) -> list[Scene]:
+    """The scenes (geometry, not files) that ``synth(n=n, seed=seed, ...)`` draws for ``split``,
+    in file order: ``split_scenes("train", ...)[i]`` is ``images/train_scene_{i:05d}.png``.
+
+    Replays the sampler, including the redraws of duplicate images of earlier splits, so
+    scene-level labels (e.g. the zoo's vision-tower pretraining targets) can be derived
+    for exactly the images of one split. Word images never equal scene images and do not
+    change the replay.
+
+    Example:
+        >>> scenes = split_scenes("val", 30, seed=1)
+        >>> len(scenes), all(1 <= len(s.shapes) <= 3 for s in scenes)
+        (3, True)
+    """
+    _check_args(("caption",), n, image_size)
+    counts = split_counts(n, splits)
+    seen: set[str] = set()
+    for name in SPLITS:
+        scenes = [_unique_scene(name, i, seed, image_size, seen)[0] for i in range(counts[name])]
+        if name == split:
+            return scenes
+    raise ValueError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
+
+
+def _scene_samples(split: str, i: int, seed: int, size: int, tasks: Sequence[str],
+                   root: Path, seen: set[str]) -> list[dict]:
+    rel = f"images/{split}_scene_{i:05d}.png"
+    scene, image = _unique_scene(split, i, seed, size, seen)
+    image.save(root / rel, format="PNG", compress_level=6)
     samples = []
     for task in tasks:
         key = "mc" if task == "mc_text" else task  # same question and options as `mc`

@@ -1,4 +1,5 @@
-"""How ``vlmtune/tiny-shapes`` is made: synth data -> tokenizer -> Qwen2-VL -> pretrain -> score.
+"""How ``vlmtune/tiny-shapes`` is made: synth data -> tokenizer -> Qwen2-VL -> vision
+pretraining (stage 0) -> language stages -> score.
 
 Why a script in the repo: the embedded default model must be rebuildable by anyone from
 nothing but this package (no download, CPU only), and its model card must point at the
@@ -12,6 +13,10 @@ Only ``build_tiny``'s *architecture* is resized here: its test models share one 
 both towers and 16-wide heads, while the zoo model wants a wider language model (256,
 4 heads of 64, grouped-query KV) than vision tower (192). The tasks are caption, VQA and
 multiple choice; grounding is left out on purpose so it stays a skill the base lacks.
+
+Stage 0 (:mod:`vlmtune.zoo.vision_pretrain`) first trains the vision tower and projector
+alone on per-cell shape/colour labels of the training scenes, the way released VLMs start
+from a separately pretrained vision encoder; ``minutes`` budgets only the language stages.
 
 Example:
     >>> plan = BuildPlan(n_scenes=40, stages=(Stage(2, 1e-3),), text_hidden=64, vision_hidden=32)
@@ -28,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmtune.data.synth_tasks import NUMBER_WORDS
+from vlmtune.zoo.vision_pretrain import VisionStage
 
 FAMILY = "qwen2_vl"
 
@@ -52,6 +58,7 @@ class Stage:
     max_shapes: int = 3
     caption_every: int = 1
     repeat_short: int = 1
+    repeat_mc: int = 1  # multiple-choice samples are listed repeat_short x repeat_mc times
 
 
 @dataclass(frozen=True)
@@ -74,9 +81,13 @@ class BuildPlan:
     vision_mlp_ratio: int = 4
     stages: tuple[Stage, ...] = (Stage(steps=400, lr=3.0e-4, max_shapes=1),       # curriculum: 1 shape
                                  Stage(steps=1800, lr=3.0e-4, caption_every=2),    # every scene
-                                 Stage(steps=600, lr=1.0e-4, caption_every=4))     # short answers, lower lr
+                                 Stage(steps=600, lr=1.0e-4, caption_every=4),     # short answers, lower lr
+                                 Stage(steps=2400, lr=3.0e-4, caption_every=4, repeat_mc=3))  # MC letter lookup
     weight_decay: float = 0.01
-    train_projector: bool = False  # the patch merger keeps its seeded random init (see run_config)
+    vision: VisionStage | None = VisionStage(steps=1000)  # stage 0 (vision_pretrain); None: skip
+    vision_held_out: int = 256    # validation scenes its cell accuracy is measured on
+    train_vision: bool = False    # the language stages keep the stage-0 tower frozen (LLaVA-style)
+    train_projector: bool = False  # the patch merger keeps its stage-0 (or seeded random) weights
     eval_per_task: int = 200      # held-out test samples scored per task after training
     threads: int = 1              # torch CPU threads: 1 is reproducible on any core count and,
                                   # on shared cores, 3x faster than 2 contended threads
@@ -176,7 +187,7 @@ def run_config(plan: BuildPlan, init_dir: Path, train_jsonl: Path, runs_dir: Pat
         "name": f"stage{stage}",
         "model": {"path": str(init_dir), "dtype": "float32"},
         "method": {"kind": "full"},
-        "trainable": {"projector": plan.train_projector},
+        "trainable": {"projector": plan.train_projector, "vision": plan.train_vision},
         "data": {"train": str(train_jsonl), "max_length": 512},
         "train": {"max_steps": s.steps, "batch_size": s.batch_size, "lr": s.lr,
                   "warmup_ratio": s.warmup_ratio, "weight_decay": plan.weight_decay,
@@ -200,8 +211,8 @@ def scene_sizes(train_jsonl: Path) -> dict[str, int]:
 def stage_mix(train_jsonl: Path, stage: Stage, index: int) -> Path:
     """The training file of stage ``index`` (1-based): scenes with at most
     ``stage.max_shapes`` shapes, their captions thinned to every ``stage.caption_every``-th
-    scene, VQA and MC samples repeated ``stage.repeat_short`` times (repeats get an
-    ``-r<k>`` id suffix: ids must be unique).
+    scene, VQA and MC samples repeated ``stage.repeat_short`` times, MC ``repeat_mc`` times
+    more (repeats get an ``-r<k>`` id suffix: ids must be unique).
 
     Example (``caption_every=4, repeat_short=2``): 100 scenes -> 25 captions, 200 VQA,
     200 MC samples.
@@ -217,8 +228,9 @@ def stage_mix(train_jsonl: Path, stage: Stage, index: int) -> Path:
             if stage.caption_every and (n_captions - 1) % stage.caption_every == 0:
                 kept.append(row)
             continue
+        repeats = stage.repeat_short * (stage.repeat_mc if sample["task"] == "mc" else 1)
         kept.append(row)
-        kept += [json.dumps({**sample, "id": f"{sample['id']}-r{k}"}) for k in range(1, stage.repeat_short)]
+        kept += [json.dumps({**sample, "id": f"{sample['id']}-r{k}"}) for k in range(1, repeats)]
     out = train_jsonl.with_name(f"train_stage{index}.jsonl")
     out.write_text("\n".join(kept) + "\n", encoding="utf-8")
     return out
@@ -316,6 +328,16 @@ def _build(out: Path, plan: BuildPlan, work: Path, minutes: float | None, eval_p
            t0: float) -> dict[str, Any]:
     files = synth_data(plan, work / "data")
     init_dir = init_checkpoint(plan, corpus_lines(files["train"]), work / "init")
+    vision_record = None
+    if plan.vision is not None:
+        from vlmtune.data.synth import split_scenes
+        from vlmtune.zoo.vision_pretrain import pretrain_vision
+
+        scenes = {split: split_scenes(split, plan.n_scenes, seed=plan.seed, image_size=plan.image_size)
+                  for split in ("train", "val")}
+        vision_record = pretrain_vision(init_dir, work / "vision", scenes["train"],
+                                        scenes["val"][:plan.vision_held_out], plan.vision, seed=plan.seed)
+        init_dir = work / "vision"
     if minutes is not None:
         plan = fit_budget(plan, steps_for_budget(plan, init_dir, files["train"], minutes))
         print(f"time budget {minutes} min -> {' + '.join(str(s.steps) for s in plan.stages)} steps")
@@ -331,8 +353,10 @@ def _build(out: Path, plan: BuildPlan, work: Path, minutes: float | None, eval_p
 
     t1 = time.perf_counter()
     scores = score_dir(out, files["test_root"], limit=n_eval) if n_eval else {}
+    vision_time = vision_record["wall_time_s"] if vision_record else 0.0
     record = {"plan": asdict(plan), "total_params": stage_resources[-1]["total_params"],
-              "train_wall_time_s": round(sum(r["wall_time_s"] for r in stage_resources), 1),
+              "train_wall_time_s": round(vision_time + sum(r["wall_time_s"] for r in stage_resources), 1),
+              "vision_stage": vision_record,
               "stage_wall_time_s": [r["wall_time_s"] for r in stage_resources],
               "final_train_loss": [r["final_train_loss"] for r in stage_resources],
               "build_wall_time_s": round(time.perf_counter() - t0, 1),
