@@ -83,6 +83,31 @@ def test_peak_is_measured_once_per_thread_count():
     assert peak_flops() == first
 
 
+def test_peak_is_not_lowered_by_another_process_holding_the_core(monkeypatch):
+    """A busy machine stretches the matmul's wall time, not this process's CPU time: the peak
+    must come from the CPU time then (a low peak made MFU read above 100% on a busy machine)."""
+    import time as real_time
+
+    from vlmtune import measure
+
+    class BusyClock:  # every wall-clock read is 10 s later: another process held the core
+        def __init__(self):
+            self.now = 0.0
+
+        def perf_counter(self):
+            self.now += 10.0
+            return self.now
+
+        process_time = staticmethod(real_time.process_time)
+
+    measure._peak_flops.cache_clear()
+    monkeypatch.setattr(measure, "time", BusyClock())
+    try:
+        busy = measure._peak_flops("cpu", torch.get_num_threads(), torch.float32)
+    finally:
+        measure._peak_flops.cache_clear()
+    assert busy > 1e9  # a 2.1 GFLOP matmul timed by the stretched wall clock alone gives ~1e8
+
 def test_packed_row_flops_count_attention_per_sample(tiny_factory, run_config):
     """A packed row attends per sample (vlmtune.packing.segment_attention): its count charges
     each sample's own square, not the row's (T, T), and matches torch's count of that path."""

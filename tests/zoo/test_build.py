@@ -61,6 +61,18 @@ def test_stage_mix_thins_captions_and_repeats_short_answers(tmp_path):
     assert {json.loads(line)["task"] for line in none} == {"vqa", "mc"}
 
 
+def test_stage_mixes_of_one_index_do_not_overwrite_each_other(tmp_path):
+    """Two builds (or experiments) sharing a work directory may mix stage k differently."""
+    from vlmtune.zoo.build import stage_mix, synth_data
+
+    files = synth_data(BuildPlan(n_scenes=20), tmp_path)
+    plain = stage_mix(files["train"], Stage(1, 1e-3), 4)
+    text = plain.read_text()
+    more_mc = stage_mix(files["train"], Stage(1, 1e-3, repeat_mc=3), 4)
+    assert more_mc != plain and plain.read_text() == text
+    assert len(more_mc.read_text().splitlines()) > len(text.splitlines())
+
+
 def test_stage_mix_curriculum_keeps_small_scenes(tmp_path):
     from vlmtune.zoo.build import scene_sizes, stage_mix, synth_data
 

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from vlmtune.atomic import write_text
 from vlmtune.data.synth_tasks import NUMBER_WORDS
 from vlmtune.zoo.vision_pretrain import VisionStage
 
@@ -231,8 +232,11 @@ def stage_mix(train_jsonl: Path, stage: Stage, index: int) -> Path:
         repeats = stage.repeat_short * (stage.repeat_mc if sample["task"] == "mc" else 1)
         kept.append(row)
         kept += [json.dumps({**sample, "id": f"{sample['id']}-r{k}"}) for k in range(1, repeats)]
-    out = train_jsonl.with_name(f"train_stage{index}.jsonl")
-    out.write_text("\n".join(kept) + "\n", encoding="utf-8")
+    # The name carries the mix's own settings and the write is atomic: two builds sharing a
+    # work directory never read each other's half-written or different mix.
+    mix = f"s{stage.max_shapes}c{stage.caption_every}r{stage.repeat_short}m{stage.repeat_mc}"
+    out = train_jsonl.with_name(f"train_stage{index}-{mix}.jsonl")
+    write_text(out, "\n".join(kept) + "\n")
     return out
 
 
@@ -364,5 +368,5 @@ def _build(out: Path, plan: BuildPlan, work: Path, minutes: float | None, eval_p
               "train_samples": [json.loads((r / "data.json").read_text())["train"]["samples"]
                                 for r in runs],
               "machine": stage_resources[-1]["machine"], "scores": scores}
-    (out / "build.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_text(out / "build.json", json.dumps(record, indent=2) + "\n")
     return record
