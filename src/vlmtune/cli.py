@@ -103,6 +103,11 @@ def eval_(config: Optional[Path] = typer.Argument(None, help="config YAML: evalu
     for task, values in result["tasks"].items():
         shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items() if isinstance(v, float))
         console.print(f"[bold]{task}[/bold] (n={values['n']}): {shown}")
+        prior = (result.get("prior") or {}).get(task)
+        if prior:
+            floor = ", ".join(f"{k} {v:.4g}" for k, v in prior.items() if isinstance(v, float))
+            console.print(f"  constant answer {prior['answer']!r} ({prior['rule']}) to every item: {floor}",
+                          highlight=False, markup=False)
     console.print(f"wrote {target / 'predictions.jsonl'} and {target / 'metrics.json'}")
 
 

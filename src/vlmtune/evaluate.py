@@ -2,7 +2,9 @@
 
 Writes ``predictions.jsonl`` (id, task, prompt, prediction, references, per-sample scores,
 format_ok, latency) and ``metrics.json`` (per task: metrics + format compliance; the
-optional general-ability set under ``general``; throughput). The same evaluator serves
+optional general-ability set under ``general``; throughput). When ``data.train`` is set, it
+also scores the constant-answer prior (:mod:`vlmtune.prior`): ``metrics.json["prior"]`` and
+each test record's ``prior_scores``. The same evaluator serves
 every variant, so the numbers of a baseline and a fine-tune compare directly.
 
 Metrics per task come from ``eval.metrics`` (a list for every task, or a mapping
@@ -178,6 +180,11 @@ def evaluate(cfg: RunConfig, *, run: Path | None = None, out: Path, overwrite: b
                               "shots": e.shots, "model": cfg.model.path, "adapter": run is not None
                               and (Path(run) / "adapter").is_dir(), "merged": bool(e.merge and run),
                               "test": str(test_path), "n": len(records)}
+    if cfg.data.train:
+        from vlmtune.prior import constant_answers, score_prior
+
+        train = load_samples(cfg.data.train, root=cfg.data.root, allow_outside_root=cfg.data.allow_outside_root)
+        result["prior"] = score_prior(records, constant_answers(train), cfg)
     if general:
         general_records = generate_all(generator, general, pool, cfg, "general")
         result["general"] = score_records(general_records, cfg)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import re
 import shutil
+from html import unescape
 from html.parser import HTMLParser
 
 import pytest
@@ -100,6 +101,15 @@ def test_verdict_cites_the_story(built_report):
     assert "QLoRA r=16 is within noise of LoRA r=16" in verdict and "48% of its peak memory" in verdict
     assert "Format compliance fell from 0.95 to 0.75 for full." in verdict
     assert "full forgets: general exact match fell by" in verdict
+    assert "full beats a constant answer ('[10, 10, 30, 30]' (the median training box) to every item: IoU" in \
+        unescape(verdict)
+
+
+def test_prior_is_a_note_and_a_dotted_line(built_report, fake_grid):
+    md = built_report["md"].read_text()
+    assert re.search(r"Constant-answer prior: answering '\[10, 10, 30, 30\]' \(the median training box\) "
+                     r"to every test item scores IoU 0\.2\d* ± 0\.0\d+", md)
+    assert "dotted: one constant answer to every item (the prior)" in md
 
 
 def test_markdown_links_existing_pngs(built_report, fake_grid):

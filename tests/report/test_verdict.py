@@ -137,3 +137,22 @@ def test_forgetting_and_no_forgetting():
     assert not has(lines, "LoRA r=16 forgets")
     lines = verdict([b, lora], "IoU", baseline="baseline", general_metric="exact match")
     assert has(lines, "No variant loses general ability beyond noise (general exact match, baseline 0.6)")
+
+
+def prior(score: float) -> Entry:
+    return e("prior", "prior", score, seed=9, label="'[22, 24, 40, 41]' (the median training box)")
+
+
+def test_a_variant_that_only_learned_the_format_is_called_out():
+    lines = verdict([base(0.0), e("lora", "lora", 0.07, seed=2, r=16, label="LoRA r=16")], "IoU",
+                    baseline="baseline", prior=prior(0.11))
+    assert lines[0].startswith("No variant beats a constant answer: '[22, 24, 40, 41]' (the median training box) "
+                               "to every item scores IoU 0.11; the best, LoRA r=16, scores 0.07")
+    assert "format, not the task" in lines[0]
+
+
+def test_a_variant_above_the_prior_says_by_how_much():
+    lines = verdict([base(0.0), e("full", "full", 0.6, seed=2)], "IoU", baseline="baseline", prior=prior(0.11))
+    assert lines[0].startswith("full beats a constant answer ('[22, 24, 40, 41]' (the median training box) to "
+                               "every item: IoU 0.11) by 0.49 (noise ±")
+    assert not has(verdict([base(0.0), e("full", "full", 0.6, seed=2)], "IoU", baseline="baseline"), "constant")

@@ -75,6 +75,9 @@ def metric_vs_cost(view: GridView, task: str, cost: str) -> Plot | None:
                     xytext=(6, 6 if k % 2 == 0 else -12), fontsize=8)
     for e in lines:
         ax.axhline(e.score, linestyle="--", color=_color(view, e.name), label=f"{e.label} (no training)")
+    prior = view.prior.get(task)
+    if prior is not None and prior.score is not None:
+        ax.axhline(prior.score, linestyle=":", color="0.4", label=f"constant answer {prior.label}")
     if cost == "params":
         ax.set_xscale("log")
         ax.set_xlabel("trainable parameters (log scale)")
@@ -87,7 +90,8 @@ def metric_vs_cost(view: GridView, task: str, cost: str) -> Plot | None:
     ax.set_title(title)
     return Plot(f"metric-vs-{cost}-{task}", title, _png(fig),
                 f"{metric} on {task} against {what}; dashed lines: variants without training; "
-                f"bars: ±{Z:g} standard errors.")
+                + ("dotted: one constant answer to every item (the prior); " if prior is not None else "")
+                + f"bars: ±{Z:g} standard errors.")
 
 
 def loss_curves(view: GridView) -> Plot | None:

@@ -25,10 +25,10 @@ from vlmtune.report.diagnostics import format_findings, rank_plot, rank_rows, ra
 from vlmtune.report.loading import load_grid_runs
 from vlmtune.report.plots import draw_all
 from vlmtune.report.samples import pick_items
-from vlmtune.report.stats import Z
+from vlmtune.report.stats import Z, mean_se
 from vlmtune.report.summary import GridView, display, summarize
 from vlmtune.report.table import memory_kinds, table_rows
-from vlmtune.report.verdict import verdict
+from vlmtune.report.verdict import num, verdict
 from vlmtune.report.vision import HEADER as VISION_HEADER, vision_rows, vision_verdict
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -60,7 +60,8 @@ def verdicts(view: GridView) -> list[str]:
     for task in view.tasks:
         lines = verdict(view.entries[task], display(view.metric[task]),
                         baseline=view.baseline.name if view.baseline else None,
-                        general_metric=display(view.general_metric) if view.general_task else None)
+                        general_metric=display(view.general_metric) if view.general_task else None,
+                        prior=view.prior.get(task))
         lines += vision_verdict(view, task)
         out += [f"{task}: {s}" if len(view.tasks) > 1 else s for s in lines]
     return out + rank_verdict(view)
@@ -71,6 +72,13 @@ def notes(view: GridView) -> list[str]:
            f"exceeds {Z:g} standard errors of the paired per-item difference (about 95%)."]
     if view.baseline is not None:
         out.append(f"Baseline (for deltas and forgetting): {view.baseline.name} ({view.baseline.label}).")
+    for task, prior in view.prior.items():
+        est = mean_se(list(prior.scores.values())) if prior.scores else None
+        se = f" ± {num(est.se)}" if est is not None and est.se is not None else ""
+        where = f" ({task})" if len(view.tasks) > 1 else ""
+        out.append(f"Constant-answer prior{where}: answering {prior.label} to every test item scores "
+                   f"{display(view.metric[task])} {num(prior.score)}{se}, a floor that needs neither "
+                   "image nor question.")
     kinds = memory_kinds(view)
     if "rss_peak" in kinds:
         out.append("Peak memory on CPU is the process's peak resident set size (includes Python and "

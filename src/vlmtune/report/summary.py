@@ -39,6 +39,7 @@ class GridView:
     general_task: str | None
     general_metric: str | None
     entries: dict[str, list[Entry]] = field(default_factory=dict)
+    prior: dict[str, Entry] = field(default_factory=dict)  # task -> constant-answer prior (vlmtune.prior)
 
     def general_delta(self, name: str) -> Estimate | None:
         """General-set metric of ``name`` minus the baseline's (negative = forgetting)."""
@@ -88,6 +89,25 @@ def entry(run: RunData, task: str, metric: str | None, general_task: str | None,
         trainable=res.get("trainable_params") if run.trains else None)
 
 
+def prior_entry(runs: list[RunData], baseline: RunData | None, task: str, metric: str | None) -> Entry | None:
+    """The constant-answer prior of ``task`` as an entry, from the baseline's evaluation (else
+    the first run that scored it): every run of a grid shares the training set."""
+    for run in ([baseline] if baseline else []) + runs:
+        prior = ((run.metrics or {}).get("prior") or {}).get(task)
+        score = _number(prior or {}, metric)
+        if score is None:
+            continue
+        scores = {}
+        for row in run.rows(task):
+            value = (row.get("prior_scores") or {}).get(metric)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                scores[str(row.get("id"))] = float(value)
+        rule = f" ({prior['rule']})" if prior.get("rule") else ""
+        return Entry(name="prior", label=f"{prior['answer']!r}{rule}", kind="prior", score=score,
+                     scores=scores)
+    return None
+
+
 def summarize(runs: list[RunData]) -> GridView:
     tasks = tasks_of(runs)
     general_tasks = tasks_of(runs, "general")
@@ -98,4 +118,7 @@ def summarize(runs: list[RunData]) -> GridView:
     for task in tasks:
         view.entries[task] = [entry(r, task, view.metric[task], general_task, view.general_metric)
                               for r in runs]
+        prior = prior_entry(runs, view.baseline, task, view.metric[task])
+        if prior is not None:
+            view.prior[task] = prior
     return view

@@ -6,7 +6,8 @@ and wants to see which numbers it rests on. Each rule below is a small function 
 beyond noise (:func:`vlmtune.report.stats.beyond_noise`: more than 2 standard errors of the
 paired difference). Rules, in order:
 
-1. best vs baseline: the best variant beats the untuned baseline, or nothing does;
+1. best vs baseline: the best variant beats the untuned baseline, or nothing does; and
+   whether anything beats the constant-answer prior (:mod:`vlmtune.prior`), when measured;
 2. few-shot: in-context examples vs the baseline, and whether any fine-tune beats them;
 3. full vs LoRA/DoRA: full wins (the task looks high-rank), LoRA wins, or they tie;
 4. rank: the highest LoRA rank vs the lowest;
@@ -15,10 +16,10 @@ paired difference). Rules, in order:
 7. forgetting: general-set drops against the baseline, or none beyond noise.
 
 Example:
-    >>> base = Entry("baseline", "untuned", "untuned", score=0.2, scores=_flat(0.2, 50))
-    >>> full = Entry("full", "full", "full", score=0.9, scores=_flat(0.9, 50))
+    >>> base = Entry("baseline", "untuned", "untuned", score=0.25, scores=_flat(0.25, 50))
+    >>> full = Entry("full", "full", "full", score=0.75, scores=_flat(0.75, 50))
     >>> verdict([base, full], "IoU", baseline="baseline")[0]
-    'full scores best: IoU 0.9 vs 0.2 for the untuned baseline (+0.7, noise ±0).'
+    'full scores best: IoU 0.75 vs 0.25 for the untuned baseline (+0.5, noise ±0).'
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class Entry:
 
     name: str
     label: str
-    kind: str  # untuned | shots | full | freeze | lora | dora | qlora
+    kind: str  # untuned | shots | full | freeze | lora | dora | qlora | prior
     r: int | None = None
     score: float | None = None
     scores: dict[str, float] = field(default_factory=dict)
@@ -51,7 +52,7 @@ class Entry:
 
     @property
     def trained(self) -> bool:
-        return self.kind not in ("untuned", "shots")
+        return self.kind not in ("untuned", "shots", "prior")
 
 
 def _flat(value: float, n: int) -> dict[str, float]:
@@ -73,11 +74,12 @@ def _diff(a: Entry, b: Entry) -> Estimate:
 
 
 def verdict(entries: list[Entry], metric: str, *, baseline: str | None = None,
-            general_metric: str | None = None) -> list[str]:
-    """Sentences for one task; ``metric``/``general_metric`` are display names ("IoU")."""
+            general_metric: str | None = None, prior: Entry | None = None) -> list[str]:
+    """Sentences for one task; ``metric``/``general_metric`` are display names ("IoU");
+    ``prior`` is the constant-answer prior's entry, when it was scored."""
     scored = [e for e in entries if e.score is not None]
     base = next((e for e in scored if e.name == baseline), None)
-    out: list[str] = []
+    out: list[str] = _vs_prior(scored, prior, metric)
     for rule in (_vs_baseline, _few_shot, _full_vs_adapter, _rank, _qlora):
         out += rule(scored, base, metric)
     out += _format(entries, base)
@@ -96,6 +98,21 @@ def _vs_baseline(scored: list[Entry], base: Entry | None, metric: str) -> list[s
                 f"untuned baseline (+{num(d.value)}, {_noise(d)})."]
     return [f"No variant beats the untuned baseline ({metric} {num(base.score)}) beyond noise; the best, "
             f"{best.label}, differs by {num(d.value)} ({_noise(d)})."]
+
+
+def _vs_prior(scored: list[Entry], prior: Entry | None, metric: str) -> list[str]:
+    """Whether the best variant knows more than the answer's format: a model that answers one
+    constant to every item scores ``prior.score``."""
+    if prior is None or prior.score is None or not scored:
+        return []
+    best = max(scored, key=lambda e: e.score)
+    d = _diff(best, prior)
+    if d.value > 0 and beyond_noise(d):
+        return [f"{best.label} beats a constant answer ({prior.label} to every item: {metric} "
+                f"{num(prior.score)}) by {num(d.value)} ({_noise(d)})."]
+    return [f"No variant beats a constant answer: {prior.label} to every item scores {metric} "
+            f"{num(prior.score)}; the best, {best.label}, scores {num(best.score)} ({_noise(d)}). "
+            "What the variants gained over the untuned model is the answer's format, not the task."]
 
 
 def _few_shot(scored: list[Entry], base: Entry | None, metric: str) -> list[str]:
