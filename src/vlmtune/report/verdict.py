@@ -110,8 +110,9 @@ def _vs_prior(scored: list[Entry], prior: Entry | None, metric: str) -> list[str
     if d.value > 0 and beyond_noise(d):
         return [f"{best.label} beats a constant answer ({prior.label} to every item: {metric} "
                 f"{num(prior.score)}) by {num(d.value)} ({_noise(d)})."]
+    below = f", {num(-d.value)} below it" if d.value < 0 and beyond_noise(d) else ""
     return [f"No variant beats a constant answer: {prior.label} to every item scores {metric} "
-            f"{num(prior.score)}; the best, {best.label}, scores {num(best.score)} ({_noise(d)}). "
+            f"{num(prior.score)}; the best, {best.label}, scores {num(best.score)}{below} ({_noise(d)}). "
             "What the variants gained over the untuned model is the answer's format, not the task."]
 
 
