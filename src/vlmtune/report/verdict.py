@@ -87,13 +87,19 @@ def verdict(entries: list[Entry], metric: str, *, baseline: str | None = None,
     return out
 
 
+def _best_against(candidates: list[Entry], ref: Entry) -> tuple[Entry, Estimate, bool]:
+    """The best of ``candidates``, its difference from ``ref``, and whether it beats ``ref`` beyond noise."""
+    best = max(candidates, key=lambda e: e.score)
+    d = _diff(best, ref)
+    return best, d, d.value > 0 and beyond_noise(d)
+
+
 def _vs_baseline(scored: list[Entry], base: Entry | None, metric: str) -> list[str]:
     others = [e for e in scored if e is not base]
     if base is None or not others:
         return []
-    best = max(others, key=lambda e: e.score)
-    d = _diff(best, base)
-    if d.value > 0 and beyond_noise(d):
+    best, d, beats = _best_against(others, base)
+    if beats:
         return [f"{best.label} scores best: {metric} {num(best.score)} vs {num(base.score)} for the "
                 f"untuned baseline (+{num(d.value)}, {_noise(d)})."]
     return [f"No variant beats the untuned baseline ({metric} {num(base.score)}) beyond noise; the best, "
@@ -105,9 +111,8 @@ def _vs_prior(scored: list[Entry], prior: Entry | None, metric: str) -> list[str
     constant to every item scores ``prior.score``."""
     if prior is None or prior.score is None or not scored:
         return []
-    best = max(scored, key=lambda e: e.score)
-    d = _diff(best, prior)
-    if d.value > 0 and beyond_noise(d):
+    best, d, beats = _best_against(scored, prior)
+    if beats:
         return [f"{best.label} beats a constant answer ({prior.label} to every item: {metric} "
                 f"{num(prior.score)}) by {num(d.value)} ({_noise(d)})."]
     below = f", {num(-d.value)} below it" if d.value < 0 and beyond_noise(d) else ""
