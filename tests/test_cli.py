@@ -52,6 +52,9 @@ def test_train_eval_merge_predict(tmp_path, tiny_factory, shapes_data):
     assert evaluated.returncode == 0, evaluated.stderr
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["tasks"]["vqa"]["n"] == 2 and "exact_match" in metrics["tasks"]["vqa"]
+    prior = metrics["prior"]["vqa"]  # the training set's most frequent answer, scored the same way
+    assert f"constant answer {prior['answer']!r} (the most frequent training answer)" in \
+        evaluated.stdout + evaluated.stderr
     rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
     assert {"id", "prompt", "prediction", "references", "scores", "latency_s"} <= rows[0].keys()
 
