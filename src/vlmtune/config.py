@@ -113,6 +113,9 @@ class TrainConfig(_Section):
     packing: bool = False  # one padding-free row per micro-batch, attention kept inside each sample
     group_by_length: bool = False  # micro-batches of similar length (less padding)
     input_cache_max_bytes: int = Field(1024**3, ge=0)  # processed rows kept by the collator (0: off)
+    # Compile each decoder layer's MLP and norms (vlmtune.compile): ~x1.09 per step, ~4 s to compile;
+    # the loss changes by rounding only
+    compile: bool = False
 
 
 class EvalConfig(_Section):

@@ -43,7 +43,7 @@ class RoleCost:
     inputs_leaf: int = 0  # layers whose input is data (patch embedding): never an input gradient
 
 
-def _clean(name: str) -> str:
+def registry_name(name: str) -> str:
     """Module name as the family registry knows it (without PEFT/DDP wrappers)."""
     for prefix in ("module.", "base_model.model."):
         if name.startswith(prefix):
@@ -64,7 +64,7 @@ def role_costs(model: nn.Module, family: Any) -> dict[str, RoleCost]:
             size, weight = module.weight.numel(), module.weight
         else:
             continue
-        cost = costs[family.role_of(_clean(name)) or "language"]
+        cost = costs[family.role_of(registry_name(name)) or "language"]
         cost.weights += size
         if not isinstance(module, nn.Linear):
             cost.inputs_leaf += size
@@ -87,7 +87,7 @@ class FlopCounter:
         self.image_id = next((v for a in ("image_token_id", "image_token_index")
                               if isinstance(v := getattr(config, a, None), int)), None)
         grads = {role: any(p.requires_grad for n, p in model.named_parameters()
-                           if (family.role_of(_clean(n)) or "language") == role)
+                           if (family.role_of(registry_name(n)) or "language") == role)
                  for role in self.costs}
         # Input gradients flow through a role when it or anything before it trains.
         self.backprop = {"vision": grads["vision"], "projector": grads["vision"] or grads["projector"],

@@ -27,6 +27,7 @@ import yaml
 from vlmtune import checkpoint as ckpt
 from vlmtune import distributed as dist
 from vlmtune.atomic import dir_bytes, staged_dir, write_json, write_text
+from vlmtune.compile import compile_decoder_layers
 from vlmtune.config import RunConfig, build_config, dump_config
 from vlmtune.data.collate import Collator
 from vlmtune.data.dataset import EncodedDataset
@@ -150,7 +151,7 @@ def _save_artefacts(run: Path, model: Any, processor: Any, cfg: RunConfig, accel
 # Settings a resumed run may change; anything else would make the resumed run a different run.
 RESUMABLE_CHANGES = {"train.max_steps", "train.epochs", "train.checkpoint_every", "train.keep_checkpoints",
                      "train.eval_every", "train.log_every", "train.vision_cache", "train.vision_cache_max_bytes",
-                     "train.packing", "train.input_cache_max_bytes"}  # the last four change speed, not results
+                     "train.packing", "train.input_cache_max_bytes", "train.compile"}  # the last five: speed
 
 
 def _check_resume_config(run: Path, cfg: RunConfig) -> None:
@@ -199,6 +200,10 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
     # LoRA's update inside one addmm (same math, fewer passes over the outputs); not under DeepSpeed,
     # whose ZeRO-3 gathers a weight only when its own module is called
     fused = fuse_lora(model) if cfg.method.uses_adapter and dist.strategy(cfg) == "ddp" else 0
+    if cfg.train.compile and dist.strategy(cfg) != "ddp":
+        raise VlmtuneError(f"train.compile: not with {dist.strategy(cfg)} (it compiles modules that "
+                           "FSDP/DeepSpeed wrap and gather); use one process or DDP")
+    compiled = compile_decoder_layers(model, family) if cfg.train.compile else 0
     resolve_vision_cache(cfg, family)
     train_data = load_split(cfg, cfg.data.train, processor, family, model.config, mix=True)
     val_data = load_split(cfg, cfg.data.val, processor, family, model.config) if cfg.data.val else None
@@ -306,6 +311,7 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
                                                          plan, loss_value, final_val),
                                             "vision_share": vision.result(), "vision_cache": cache.stats(),
                                             "packing": t.packing, "group_by_length": t.group_by_length,
+                                            "compiled_modules": compiled,
                                             "fused_lora_layers": fused})
     return run
 
