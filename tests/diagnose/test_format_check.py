@@ -72,7 +72,11 @@ def test_warn_hook_prints_and_never_raises(mc_data):
                              eval=SimpleNamespace(test=str(mc_data / "test_mc.jsonl")))
     printed.clear()
     assert warn_format_mismatch(broken, print_fn=printed.append) == []
-    assert printed[0].startswith("note: format check skipped")
+    assert printed == []  # a bad training file: loading it stops the run with the same error, said once
+    broken_test = SimpleNamespace(data=SimpleNamespace(train=str(mc_data / "train_mc_text.jsonl"), val=None),
+                                  eval=SimpleNamespace(test="/nonexistent.jsonl"))
+    assert warn_format_mismatch(broken_test, print_fn=printed.append) == []
+    assert printed[0].startswith("note: format check skipped")  # training goes on: say why there is no check
 
 
 def test_cli_data_check_json(mc_data):
@@ -82,3 +86,17 @@ def test_cli_data_check_json(mc_data):
                                       "--eval", str(mc_data / "test_mc.jsonl"), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)[0]["severity"] == "error"
+
+
+def test_unreadable_image_header_does_not_stop_the_check(tmp_path, mc_data):
+    """PIL raises ValueError (not OSError) on some corrupt headers: the image is left out of the
+    resolution statistics; the other findings stay (training reports the bad image itself)."""
+    (tmp_path / "bad.png").write_bytes(b"P6 garbage")
+    lines = []
+    for line in (mc_data / "train_mc_text.jsonl").read_text().splitlines():
+        obj = json.loads(line)
+        obj["images"] = [str(tmp_path / "bad.png")]
+        lines.append(json.dumps(obj))
+    (tmp_path / "train.jsonl").write_text("\n".join(lines) + "\n")
+    findings = check_format(tmp_path / "train.jsonl", mc_data / "test_mc.jsonl")
+    assert findings[0].severity == "error" and findings[0].aspect == "answer_type"

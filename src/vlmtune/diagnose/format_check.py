@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmtune.data.schema import Sample, load_samples, text_of
+from vlmtune.errors import DataError
 from vlmtune.metrics.compliance import FORMATS
 
 SEVERITIES = ("error", "warning", "info")
@@ -138,7 +139,7 @@ def _image_stats(samples: list[Sample]) -> tuple[float, tuple[int, int] | None]:
         try:
             with Image.open(path) as img:
                 sizes.append(img.size)
-        except OSError:
+        except (OSError, ValueError):  # unreadable (PIL raises ValueError on some bad headers): not counted
             continue
     size = (int(statistics.median(w for w, _ in sizes)), int(statistics.median(h for _, h in sizes))) if sizes else None
     return statistics.mean(counts), size
@@ -207,5 +208,7 @@ def warn_format_mismatch(cfg: Any, print_fn=print) -> list[Finding]:
             print_fn(f"format check {f.severity}: {f.message} (vlmtune data check for examples)")
         return findings
     except Exception as err:  # a diagnostic must never stop training
-        print_fn(f"note: format check skipped ({type(err).__name__}: {err})")
+        if not (isinstance(err, DataError) and err.file is not None and Path(err.file) == Path(cfg.data.train)):
+            print_fn(f"note: format check skipped ({type(err).__name__}: {err})")
+        # else: loading the training data stops the run with this very error, printed once
         return []
