@@ -62,7 +62,7 @@ def merge(run: Path = typer.Option(..., "--run", help="run directory with adapte
           dequantize: bool = typer.Option(False, "--dequantize",
                                           help="QLoRA: merge into a full-precision copy of the base"),
           overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out directory")) -> None:
-    """Merge a run's adapter into its base; checks merged vs unmerged logits."""
+    """Merge a run's adapter into its base; prints the max logit difference merged vs unmerged."""
     from vlmtune.merge import merge_run
 
     report = merge_run(run, out, dequantize=dequantize, overwrite=overwrite)
