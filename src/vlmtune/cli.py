@@ -130,7 +130,8 @@ def predict(model: str = typer.Option(..., "--model", help="base model dir, hub 
 
 
 @app.command()
-def score(predictions: Path = typer.Argument(..., help="JSONL: id, prediction, answers[, options]"),
+def score(predictions: Path = typer.Argument(..., help="JSONL: id, prediction, answers (or references, "
+                                                          "as in eval's predictions.jsonl)[, options]"),
           metrics: str = typer.Option(..., "--metrics", help="comma-separated metric names"),
           per_sample: Optional[Path] = typer.Option(None, "--per-sample", help="write per-sample scores here")) -> None:
     """Score predictions made elsewhere; prints one JSON object."""
