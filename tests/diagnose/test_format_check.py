@@ -81,6 +81,11 @@ def test_warn_hook_prints_and_never_raises(mc_data):
                                   eval=SimpleNamespace(test="/nonexistent.jsonl"))
     assert warn_format_mismatch(broken_test, print_fn=printed.append) == []
     assert printed[0].startswith("note: format check skipped")  # training goes on: say why there is no check
+    printed.clear()
+    broken_val = SimpleNamespace(data=SimpleNamespace(**{**vars(_data(mc_data / "train_mc_text.jsonl")),
+                                                         "val": "/nonexistent.jsonl"}),
+                                 eval=SimpleNamespace(test=None))
+    assert warn_format_mismatch(broken_val, print_fn=printed.append) == [] and printed == []  # training loads val
 
 
 def test_cli_data_check_json(mc_data):

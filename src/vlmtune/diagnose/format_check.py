@@ -213,7 +213,8 @@ def warn_format_mismatch(cfg: Any, print_fn=print) -> list[Finding]:
             print_fn(f"format check {f.severity}: {f.message} (vlmtune data check for examples)")
         return findings
     except Exception as err:  # a diagnostic must never stop training
-        if not (isinstance(err, DataError) and err.file is not None and Path(err.file) == Path(cfg.data.train)):
+        loaded_by_training = {Path(p) for p in (cfg.data.train, cfg.data.val) if p}
+        if not (isinstance(err, DataError) and err.file is not None and Path(err.file) in loaded_by_training):
             print_fn(f"note: format check skipped ({type(err).__name__}: {err})")
-        # else: loading the training data stops the run with this very error, printed once
+        # else: training loads that file next and stops with this very error, printed once
         return []
