@@ -356,6 +356,9 @@ def _quiet_libraries() -> None:
 
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
+        from huggingface_hub.utils import logging as hub_logging
+
+        hub_logging.set_verbosity_error()  # e.g. its retry warning before our one-line "cannot load" error
     except ImportError:
         pass
 
