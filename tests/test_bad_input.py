@@ -176,6 +176,8 @@ CASES = {
                                                                 "2 image placeholder(s) but 1 image"]),
     "duplicate id": (_sample_case(_dup_id), ["train.jsonl:3", "id", "duplicate id"]),
     "too long for max_length": (_too_long, ["good.jsonl", "no sample fits data.max_length=10"]),
+    "missing model directory": (lambda env: ["train", env["config"](model={"path": str(env["tmp"] / "no-model")})],
+                                ["model.path", "no-model", "there is no local directory"]),
     "unknown family": (_unknown_family, ["model_type", "unsupported model_type 'bert'", "qwen2_vl"]),
     "remote code without flag": (_remote_code, ["remote", "--trust-remote-code"]),
     "tokenizer/processor mismatch": (_vocab_mismatch, ["mismatch", "tokenizer", "embedding has 100 rows"]),

@@ -19,9 +19,9 @@ from vlmtune.errors import VlmtuneError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Adapt vision-language models to your task: LoRA, QLoRA and full fine-tunes, measured.")
-data_app = typer.Typer(no_args_is_help=True, help="Dataset tools: convert formats to canonical JSONL, synthesize.")
+data_app = typer.Typer(no_args_is_help=True, help="Dataset tools: convert formats to canonical JSONL, synthesize, check train vs eval format.")
 app.add_typer(data_app, name="data")
-zoo_app = typer.Typer(no_args_is_help=True, help="The embedded pretrained models (vlmtune/tiny-shapes).")
+zoo_app = typer.Typer(no_args_is_help=True, help="Tiny models: random checkpoints of real architectures; rebuild vlmtune/tiny-shapes.")
 app.add_typer(zoo_app, name="zoo")
 diagnose_app = typer.Typer(no_args_is_help=True, help="Diagnostics: rank of a full update, vision bottleneck, learning curve.")
 app.add_typer(diagnose_app, name="diagnose")
@@ -61,8 +61,8 @@ def merge(run: Path = typer.Option(..., "--run", help="run directory with adapte
           out: Path = typer.Option(..., "--out", help="where to write the merged HF model"),
           dequantize: bool = typer.Option(False, "--dequantize",
                                           help="QLoRA: merge into a full-precision copy of the base"),
-          overwrite: bool = typer.Option(False, "--overwrite")) -> None:
-    """Merge a run's adapter into its base; checks merged vs unmerged logits."""
+          overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out directory")) -> None:
+    """Merge a run's adapter into its base; prints the max logit difference merged vs unmerged."""
     from vlmtune.merge import merge_run
 
     report = merge_run(run, out, dequantize=dequantize, overwrite=overwrite)
@@ -81,7 +81,8 @@ def eval_(config: Optional[Path] = typer.Argument(None, help="config YAML: evalu
           out: Optional[Path] = typer.Option(None, "--out", help="where to write (default: the run dir, or "
                                              "<out_dir>/<name>-base / -<k>shot for a config)"),
           overwrite: bool = typer.Option(False, "--overwrite", help="redo an evaluation that exists"),
-          trust_remote_code: bool = typer.Option(False, "--trust-remote-code")) -> None:
+          trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
+                                                 help="allow the model's own Python code to run")) -> None:
     """Score a model: writes predictions.jsonl and metrics.json."""
     from vlmtune.evaluate import evaluate
     from vlmtune.runs import load_run_config
@@ -117,7 +118,8 @@ def predict(model: str = typer.Option(..., "--model", help="base model dir, hub 
             image: Optional[list[str]] = typer.Option(None, "--image", help="image file (repeatable)"),
             prompt: str = typer.Option(..., "--prompt"),
             max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
-            trust_remote_code: bool = typer.Option(False, "--trust-remote-code")) -> None:
+            trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
+                                                   help="allow the model's own Python code to run")) -> None:
     """Answer one prompt with the base and each adapter (swapped on one loaded base)."""
     from vlmtune.predict import predict as run_predict
 
@@ -128,7 +130,8 @@ def predict(model: str = typer.Option(..., "--model", help="base model dir, hub 
 
 
 @app.command()
-def score(predictions: Path = typer.Argument(..., help="JSONL: id, prediction, answers[, options]"),
+def score(predictions: Path = typer.Argument(..., help="JSONL: id, prediction, answers (or references, "
+                                                          "as in eval's predictions.jsonl)[, options]"),
           metrics: str = typer.Option(..., "--metrics", help="comma-separated metric names"),
           per_sample: Optional[Path] = typer.Option(None, "--per-sample", help="write per-sample scores here")) -> None:
     """Score predictions made elsewhere; prints one JSON object."""
@@ -323,7 +326,8 @@ def zoo_build(out: Path = typer.Option(Path("tiny-shapes"), "--out", help="where
                                         help="scratch dir for data, init and run"),
               threads: int = typer.Option(1, "--threads", min=1,
                                           help="torch CPU threads; the shipped weights were built with 1 "
-                                               "(2 on 2 idle cores is ~1.85x faster, weights differ by rounding)")
+                                               "(2 on 2 idle cores: ~25 min instead of ~40, weights differ by "
+                                               "rounding)")
               ) -> None:
     """Rebuild vlmtune/tiny-shapes from scratch: synth data, tokenizer, Qwen2-VL, pretrain, score."""
     from dataclasses import replace
@@ -352,6 +356,9 @@ def _quiet_libraries() -> None:
 
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
+        from huggingface_hub.utils import logging as hub_logging
+
+        hub_logging.set_verbosity_error()  # e.g. its retry warning before our one-line "cannot load" error
     except ImportError:
         pass
 

@@ -54,11 +54,17 @@ def load_model_config(cfg: ModelConfig) -> tuple[Any, Family, str]:
             raise InputError("this model needs remote code; pass --trust-remote-code (or set "
                              "model.trust_remote_code: true) if you trust it", file=path,
                              field="model.trust_remote_code") from None
-        raise InputError(str(err).splitlines()[0], file=path, field="model.path") from None
+        raise InputError(str(err).splitlines()[0] + _not_local(local), file=path, field="model.path") from None
     except OSError as err:
-        raise InputError(f"cannot load model config: {str(err).splitlines()[0]}", file=path,
+        raise InputError(f"cannot load model config: {str(err).splitlines()[0]}{_not_local(local)}", file=path,
                          field="model.path") from None
     return config, get_family(config.model_type, source=path), path
+
+
+def _not_local(path: Path) -> str:
+    """A path that is neither a local dir nor a reachable hub id: say both were tried (a typo in a
+    local path otherwise reads like a network problem)."""
+    return "" if path.exists() else f" (and there is no local directory {path})"
 
 
 def _bnb_config(quantization: dict, family: Family, dtype: torch.dtype) -> Any:

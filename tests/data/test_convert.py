@@ -155,6 +155,8 @@ GOOD = {"image": "a.png", "conversations": _turns("<image>\nQ", "A")}
      r"conversations\[1\]\.value", "only allowed in user turns"),
     ({"conversations": [{"from": "robot", "value": "Q"}]}, 2, r"conversations\[0\]\.from",
      "unknown speaker"),
+    ({"image": "a.png", "conversations": [{"from": "human", "value": "<image>\nQ"}, {"from": "gpt"}]}, 2,
+     r"conversations\[1\]\.value", "must be a string"),  # named as in the source file, not .content
     ({"conversations": _turns("Q")}, 2, "conversations", "last turn must be from the assistant"),
     ({"id": "x", "conversations": _turns("Q", "A")}, 3, "id", "duplicate id"),
 ])

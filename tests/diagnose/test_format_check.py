@@ -62,17 +62,30 @@ def test_template_comparison_with_a_model(mc_data, tiny_factory):
     assert template and template[0].severity == "info" and "<|im_start|>" in template[0].examples[0]["text"]
 
 
+def _data(train) -> SimpleNamespace:
+    return SimpleNamespace(train=str(train), val=None, root=None, allow_outside_root=False)
+
+
 def test_warn_hook_prints_and_never_raises(mc_data):
     printed: list[str] = []
-    cfg = SimpleNamespace(data=SimpleNamespace(train=str(mc_data / "train_mc_text.jsonl"), val=None),
+    cfg = SimpleNamespace(data=_data(mc_data / "train_mc_text.jsonl"),
                           eval=SimpleNamespace(test=str(mc_data / "test_mc.jsonl")))
     assert warn_format_mismatch(cfg, print_fn=printed.append)
     assert "option text" in printed[0]
-    broken = SimpleNamespace(data=SimpleNamespace(train="/nonexistent.jsonl", val=None),
+    broken = SimpleNamespace(data=_data("/nonexistent.jsonl"),
                              eval=SimpleNamespace(test=str(mc_data / "test_mc.jsonl")))
     printed.clear()
     assert warn_format_mismatch(broken, print_fn=printed.append) == []
-    assert printed[0].startswith("note: format check skipped")
+    assert printed == []  # a bad training file: loading it stops the run with the same error, said once
+    broken_test = SimpleNamespace(data=_data(mc_data / "train_mc_text.jsonl"),
+                                  eval=SimpleNamespace(test="/nonexistent.jsonl"))
+    assert warn_format_mismatch(broken_test, print_fn=printed.append) == []
+    assert printed[0].startswith("note: format check skipped")  # training goes on: say why there is no check
+    printed.clear()
+    broken_val = SimpleNamespace(data=SimpleNamespace(**{**vars(_data(mc_data / "train_mc_text.jsonl")),
+                                                         "val": "/nonexistent.jsonl"}),
+                                 eval=SimpleNamespace(test=None))
+    assert warn_format_mismatch(broken_val, print_fn=printed.append) == [] and printed == []  # training loads val
 
 
 def test_cli_data_check_json(mc_data):
@@ -82,3 +95,36 @@ def test_cli_data_check_json(mc_data):
                                       "--eval", str(mc_data / "test_mc.jsonl"), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)[0]["severity"] == "error"
+
+
+def test_unreadable_image_header_does_not_stop_the_check(tmp_path, mc_data):
+    """PIL raises ValueError (not OSError) on some corrupt headers: the image is left out of the
+    resolution statistics; the other findings stay (training reports the bad image itself)."""
+    (tmp_path / "bad.png").write_bytes(b"P6 garbage")
+    lines = []
+    for line in (mc_data / "train_mc_text.jsonl").read_text().splitlines():
+        obj = json.loads(line)
+        obj["images"] = [str(tmp_path / "bad.png")]
+        lines.append(json.dumps(obj))
+    (tmp_path / "train.jsonl").write_text("\n".join(lines) + "\n")
+    findings = check_format(tmp_path / "train.jsonl", mc_data / "test_mc.jsonl")
+    assert findings[0].severity == "error" and findings[0].aspect == "answer_type"
+
+
+def test_warn_hook_reads_data_like_training(tmp_path, mc_data):
+    """Images outside the JSONL's folder, allowed by data.allow_outside_root, are checked, not
+    skipped: the hook loads the data with the run's data settings, as training does."""
+    (tmp_path / "images").symlink_to(mc_data / "images")
+    (tmp_path / "sub").mkdir()
+    lines = []
+    for line in (mc_data / "train_mc_text.jsonl").read_text().splitlines():
+        obj = json.loads(line)
+        obj["images"] = [f"../{p}" for p in obj["images"]]
+        lines.append(json.dumps(obj))
+    (tmp_path / "sub" / "train.jsonl").write_text("\n".join(lines) + "\n")
+    printed: list[str] = []
+    cfg = SimpleNamespace(data=SimpleNamespace(train=str(tmp_path / "sub" / "train.jsonl"), val=None, root=None,
+                                               allow_outside_root=True),
+                          eval=SimpleNamespace(test=str(mc_data / "test_mc.jsonl")))
+    assert warn_format_mismatch(cfg, print_fn=printed.append)
+    assert "option text" in printed[0]

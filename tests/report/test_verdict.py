@@ -152,6 +152,12 @@ def test_a_variant_that_only_learned_the_format_is_called_out():
     far_below = verdict([base(0.0), e("lora", "lora", 0.01, seed=2, r=16, label="LoRA r=16")], "IoU",
                         baseline="baseline", prior=prior(0.4))
     assert "the best, LoRA r=16, scores 0.01, 0.39 below it (noise ±" in far_below[0]
+    nothing_learned = verdict([base(0.0, compliance=0.0), e("lora", "lora", 0.01, seed=2, r=16, compliance=0.0)],
+                              "IoU", baseline="baseline", prior=prior(0.11))
+    assert "format, not the task" not in nothing_learned[0] and "improved the answer's format either" in nothing_learned[0]
+    learned_format = verdict([base(0.0, compliance=0.0), e("lora", "lora", 0.01, seed=2, r=16, compliance=1.0)],
+                             "IoU", baseline="baseline", prior=prior(0.11))
+    assert "format, not the task" in learned_format[0]
 
 
 def test_a_variant_above_the_prior_says_by_how_much():

@@ -153,7 +153,7 @@ def to_messages(turns: Any, n_images: int, err, *, field: str = "conversations",
         if not isinstance(turn, dict):
             raise err(where, "each turn must be an object with 'from' and 'value'")
         role = _role(turn, where, err)
-        key = "value" if "value" in turn else "content"
+        key = "value" if "value" in turn or ("content" not in turn and "from" in turn) else "content"
         content = _content(turn.get(key), f"{where}.{key}", err)
         if role != "user" and any(c["type"] == "image" for c in content):
             raise err(f"{where}.{key}", f"{MARKER} is only allowed in user turns")

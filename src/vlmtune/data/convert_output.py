@@ -80,8 +80,8 @@ class Staging:
                             file=file, line=line, field=field)
         source = Path(os.path.abspath(self.image_root / ref))
         if self.check_images and not source.is_file():
-            raise DataError(f"image not found: {source} (relative paths resolve against "
-                            f"image_root={self.image_root})", file=file, line=line, field=field)
+            raise DataError(f"image not found: {source} (relative paths resolve against the image root "
+                            f"{self.image_root}, --image-root)", file=file, line=line, field=field)
         root = self.root.resolve()
         if source.resolve().is_relative_to(root):
             rel = os.path.relpath(source, os.path.abspath(self.root))
@@ -90,8 +90,8 @@ class Staging:
             return Path(os.path.relpath(source, os.path.abspath(self.root))).as_posix()
         if self.images_outside == "error":
             raise DataError(f"image {source} is outside the dataset root {root}; write the "
-                            "output inside the image folder, or pass images_outside='copy' "
-                            "(or 'keep' and load with allow_outside_root)",
+                            "output inside the image folder, pass --images-outside copy (images_outside='copy'), "
+                            "or keep them and load with data.allow_outside_root: true",
                             file=file, line=line, field=field)
         return self._copy(source)
 

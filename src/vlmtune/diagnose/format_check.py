@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmtune.data.schema import Sample, load_samples, text_of
+from vlmtune.errors import DataError
 from vlmtune.metrics.compliance import FORMATS
 
 SEVERITIES = ("error", "warning", "info")
@@ -138,7 +139,7 @@ def _image_stats(samples: list[Sample]) -> tuple[float, tuple[int, int] | None]:
         try:
             with Image.open(path) as img:
                 sizes.append(img.size)
-        except OSError:
+        except (OSError, ValueError):  # unreadable (PIL raises ValueError on some bad headers): not counted
             continue
     size = (int(statistics.median(w for w, _ in sizes)), int(statistics.median(h for _, h in sizes))) if sizes else None
     return statistics.mean(counts), size
@@ -167,10 +168,13 @@ def _by_task(samples: list[Sample]) -> dict[str, list[Sample]]:
     return out
 
 
-def check_format(train: str | Path, test: str | Path, model: str | None = None) -> list[Finding]:
+def check_format(train: str | Path, test: str | Path, model: str | None = None, *,
+                 root: str | Path | None = None, allow_outside_root: bool = False) -> list[Finding]:
     """All findings, most severe first. ``model``: a model dir / zoo name whose chat
-    template is rendered for one sample per side."""
-    a, b = _by_task(load_samples(train, require_answer=False)), _by_task(load_samples(test, require_answer=False))
+    template is rendered for one sample per side. ``root``/``allow_outside_root``: as
+    ``data.root``/``data.allow_outside_root``, so the check reads what training reads."""
+    load = dict(root=root, allow_outside_root=allow_outside_root, require_answer=False)
+    a, b = _by_task(load_samples(train, **load)), _by_task(load_samples(test, **load))
     pairs = [(t, t, t) for t in sorted(set(a) & set(b))]
     only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
     if len(only_a) == 1 and len(only_b) == 1:  # e.g. train mc_text vs eval mc: the same task renamed
@@ -202,10 +206,15 @@ def warn_format_mismatch(cfg: Any, print_fn=print) -> list[Finding]:
         test = cfg.eval.test or cfg.data.val
         if not cfg.data.train or not test:
             return []
-        findings = [f for f in check_format(cfg.data.train, test) if f.severity != "info"]
+        findings = [f for f in check_format(cfg.data.train, test, root=cfg.data.root,
+                                            allow_outside_root=cfg.data.allow_outside_root)
+                    if f.severity != "info"]
         for f in findings:
             print_fn(f"format check {f.severity}: {f.message} (vlmtune data check for examples)")
         return findings
     except Exception as err:  # a diagnostic must never stop training
-        print_fn(f"note: format check skipped ({type(err).__name__}: {err})")
+        loaded_by_training = {Path(p) for p in (cfg.data.train, cfg.data.val) if p}
+        if not (isinstance(err, DataError) and err.file is not None and Path(err.file) in loaded_by_training):
+            print_fn(f"note: format check skipped ({type(err).__name__}: {err})")
+        # else: training loads that file next and stops with this very error, printed once
         return []

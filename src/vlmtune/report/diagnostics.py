@@ -146,7 +146,8 @@ def format_findings(view: GridView) -> list[dict[str, Any]]:
         if not (Path(train).is_file() and Path(test).is_file()):
             continue  # a report rebuilt elsewhere, without the data: nothing to check
         try:
-            findings = check_format(train, test)
+            findings = check_format(train, test, root=data.get("root"),
+                                    allow_outside_root=bool(data.get("allow_outside_root")))
         except Exception as err:  # a moved file must not stop the report
             out.append({"severity": "note", "variants": [run.name],
                         "message": f"format check of {Path(train).name} vs {Path(test).name} skipped: {err}"})

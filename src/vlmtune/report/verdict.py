@@ -118,7 +118,15 @@ def _vs_prior(scored: list[Entry], prior: Entry | None, metric: str) -> list[str
     below = f", {num(-d.value)} below it" if d.value < 0 and beyond_noise(d) else ""
     return [f"No variant beats a constant answer: {prior.label} to every item scores {metric} "
             f"{num(prior.score)}; the best, {best.label}, scores {num(best.score)}{below} ({_noise(d)}). "
-            "What the variants gained over the untuned model is the answer's format, not the task."]
+            + ("No fine-tune improved the answer's format either." if _no_format_gain(scored) else
+               "What the variants gained over the untuned model is the answer's format, not the task.")]
+
+
+def _no_format_gain(scored: list[Entry]) -> bool:
+    """Format compliance is known and no trained variant is above the untuned ones."""
+    trained = [e.compliance for e in scored if e.trained and e.compliance is not None]
+    untuned = [e.compliance for e in scored if not e.trained and e.compliance is not None]
+    return bool(trained) and bool(untuned) and max(trained) <= max(untuned)
 
 
 def _few_shot(scored: list[Entry], base: Entry | None, metric: str) -> list[str]:
