@@ -273,3 +273,17 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(setup, capsys, monkeypatc
     from safetensors.torch import load_file
     weights = load_file(str(setup["run"] / "checkpoints" / "step-000002" / "trainable.safetensors"))
     assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_checks_after_loading_name_the_config_line_or_the_override(setup, tiny_factory, capsys, monkeypatch):
+    """Some settings can only be judged once the model is loaded (Gemma 3 cannot pack): the
+    message still points at the config's line, or at the override that set the key."""
+    gemma = str(tiny_factory("gemma3"))
+    cfg = setup["config"](model__path=gemma, train__packing=True)
+    line = next(i for i, text in enumerate(cfg.read_text().splitlines(), 1) if text.strip() == "packing: true")
+    code, message = run_cli(["train", cfg], capsys, monkeypatch)
+    assert code == 2 and "Traceback" not in message
+    assert f"{cfg}:{line}: train.packing: not supported for Gemma3" in message, message
+    code, message = run_cli(["train", setup["config"](model__path=gemma), "train.packing=true"], capsys, monkeypatch)
+    assert code == 2 and "command-line override 'train.packing=true': train.packing: not supported" in message
+    assert not setup["run"].exists()

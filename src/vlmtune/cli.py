@@ -46,8 +46,11 @@ def train(config: Path = typer.Argument(..., help="run config YAML"),
     """Train one run: writes runs/<name>/ (adapter/ or model/, metrics, resources)."""
     from vlmtune.train import train as run_training
 
+    from vlmtune.config import located
+
     cfg = _config(config, overrides or [], trust_remote_code)
-    run = run_training(cfg, overwrite=overwrite, resume=resume)
+    with located(config, overrides):
+        run = run_training(cfg, overwrite=overwrite, resume=resume)
     if int(os.environ.get("RANK", "0")) != 0:  # one summary line per launch, from the main process
         return
     resources = json.loads((run / "resources.json").read_text())
@@ -100,7 +103,10 @@ def eval_(config: Optional[Path] = typer.Argument(None, help="config YAML: evalu
         cfg = _config(config, overrides or [], trust_remote_code)
         suffix = f"{cfg.eval.shots}shot" if cfg.eval.shots else "base"
         target = out or cfg.run_dir.with_name(f"{cfg.name}-{suffix}")
-    result = evaluate(cfg, run=run, out=target, overwrite=overwrite)
+    from vlmtune.config import located
+
+    with located(run / "config.yaml" if run is not None else config, overrides):
+        result = evaluate(cfg, run=run, out=target, overwrite=overwrite)
     for task, values in result["tasks"].items():
         shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items() if isinstance(v, float))
         console.print(f"[bold]{task}[/bold] (n={values['n']}): {shown}")

@@ -15,14 +15,16 @@ Example:
 
 from __future__ import annotations
 
+import re
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vlmtune.config_errors import explain_validation_error, yaml_line_index
-from vlmtune.errors import ConfigError
+from vlmtune.errors import ConfigError, InputError
 
 ROLES = ("vision", "projector", "language")
 
@@ -248,6 +250,30 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     for key in _dotted_keys(extra):  # an overridden field is no longer on its YAML line
         lines.pop(key, None)
     return build_config(_merge(data, extra), source=path, lines=lines)
+
+
+@contextmanager
+def located(path: str | Path, overrides: list[str] | None = None) -> Iterator[None]:
+    """Give a config error raised after loading (a check that needs the model, the family or
+    the launcher: ``train.packing: not supported for Gemma3``) the file and line of its key.
+
+    A key set by a ``key=value`` override is located on the command line instead.
+    """
+    try:
+        yield
+    except InputError as err:
+        key = err.field or err.message.split(":", 1)[0]
+        if err.file is not None or not re.fullmatch(r"[a-z_]+(\.[a-z_0-9]+)+", key):
+            raise
+        message = err.message.removeprefix(f"{key}:").strip()
+        overridden = [o for o in overrides or [] if o.split("=", 1)[0].strip() == key]
+        if overridden:
+            raise type(err)(message, file=f"command-line override {overridden[-1]!r}", field=key) from None
+        try:
+            line = read_yaml(path)[1].get(key)
+        except InputError:
+            line = None
+        raise type(err)(message, file=path, line=line, field=key) from None
 
 
 def apply_overrides(cfg: RunConfig, overrides: list[str], *, source: str | Path = "<config>") -> RunConfig:

@@ -201,7 +201,7 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
     # whose ZeRO-3 gathers a weight only when its own module is called
     fused = fuse_lora(model) if cfg.method.uses_adapter and dist.strategy(cfg) == "ddp" else 0
     if cfg.train.compile and dist.strategy(cfg) != "ddp":
-        raise VlmtuneError(f"train.compile: not with {dist.strategy(cfg)} (it compiles modules that "
+        raise ConfigError(f"train.compile: not with {dist.strategy(cfg)} (it compiles modules that "
                            "FSDP/DeepSpeed wrap and gather); use one process or DDP")
     compiled = compile_decoder_layers(model, family) if cfg.train.compile else 0
     resolve_vision_cache(cfg, family)
