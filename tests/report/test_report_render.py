@@ -183,3 +183,14 @@ def test_mix_sweep_variants_get_their_own_labels(fake_grid, tmp_path):
     assert labels["lora-r16"] == "LoRA r=16" and labels["mix-0.3"] == "LoRA r=16 + 30% general"
     view = summarize(load_grid_runs(grid))
     assert view.general_delta("mix-0.3") is not None  # a bar in the forgetting plot
+
+
+def test_a_run_that_stopped_early_is_not_taken_for_untuned(fake_grid, tmp_path):
+    """Outside a grid record, a run with a training log but no resources.json (stopped by a
+    NaN loss, say) is a trained variant, never the untuned baseline."""
+    grid = tmp_path / "g"
+    shutil.copytree(fake_grid, grid, ignore=shutil.ignore_patterns("grid.yaml", "baseline"))
+    (grid / "full" / "resources.json").unlink()
+    runs = {r.name: r for r in load_grid_runs(grid)}
+    assert runs["full"].trains and runs["full"].kind == "full"
+    assert runs["3-shot"].kind == "shots"

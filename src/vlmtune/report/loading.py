@@ -131,15 +131,16 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def load_run(path: Path, trains: bool | None = None) -> RunData:
-    """One run dir; ``trains`` from the grid record, else inferred from resources.json."""
+    """One run dir; ``trains`` from the grid record, else inferred from resources.json or a
+    training log (``metrics.jsonl``: a run that stopped before writing resources.json)."""
     path = Path(path)
     config_path = path / "config.yaml"
     if not config_path.is_file():
         raise RunDirError(f"{path}: not a vlmtune run directory (no config.yaml)")
     config = yaml.safe_load(config_path.read_text()) or {}
     resources = _json(path / "resources.json")
-    if trains is None:
-        trains = bool(resources and resources.get("trainable_params"))
+    if trains is None:  # outside a grid: a training log means it trained, even if it stopped early
+        trains = bool(resources and resources.get("trainable_params")) or (path / "metrics.jsonl").is_file()
     return RunData(name=str(config.get("name") or path.name), path=path, config=config, trains=trains,
                    resources=resources, log=_jsonl(path / "metrics.jsonl"),
                    metrics=_json(path / "metrics.json"), predictions=_jsonl(path / "predictions.jsonl"))
