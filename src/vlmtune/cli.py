@@ -202,12 +202,17 @@ def data_check(train: Path = typer.Option(..., "--train", help="training JSONL")
                eval_: Path = typer.Option(..., "--eval", help="evaluation JSONL"),
                model: Optional[str] = typer.Option(None, "--model", help="model dir or zoo name: compare the "
                                                                          "rendered chat template too"),
+               root: Optional[Path] = typer.Option(None, "--root", help="image paths are relative to this "
+                                                   "folder (as data.root; default: each JSONL's folder)"),
+               allow_outside_root: bool = typer.Option(False, "--allow-outside-root",
+                                                       help="accept image paths outside the root (as "
+                                                            "data.allow_outside_root)"),
                as_json: bool = typer.Option(False, "--json", help="print findings as JSON")) -> None:
     """Compare train and eval data formats: instructions, answer types, lengths, images."""
     from vlmtune.diagnose.format_check import check_format
     from vlmtune.diagnose.render import findings_table
 
-    findings = check_format(train, eval_, model=model)
+    findings = check_format(train, eval_, model=model, root=root, allow_outside_root=allow_outside_root)
     if as_json:
         typer.echo(json.dumps([f.to_dict() for f in findings], indent=2))
     elif findings:

@@ -128,3 +128,22 @@ def test_warn_hook_reads_data_like_training(tmp_path, mc_data):
                           eval=SimpleNamespace(test=str(mc_data / "test_mc.jsonl")))
     assert warn_format_mismatch(cfg, print_fn=printed.append)
     assert "option text" in printed[0]
+
+
+def test_cli_data_check_reads_images_outside_the_jsonl_folder_when_allowed(tmp_path, mc_data):
+    from vlmtune.cli import app
+
+    (tmp_path / "images").symlink_to(mc_data / "images")
+    (tmp_path / "sub").mkdir()
+    rows = [json.loads(line) for line in (mc_data / "train_mc_text.jsonl").read_text().splitlines()]
+    (tmp_path / "sub" / "train.jsonl").write_text(
+        "".join(json.dumps({**r, "images": [f"../{p}" for p in r["images"]]}) + "\n" for r in rows))
+    args = ["data", "check", "--train", str(tmp_path / "sub" / "train.jsonl"), "--eval", str(mc_data / "test_mc.jsonl"),
+            "--json"]
+    from vlmtune.errors import DataError
+
+    refused = CliRunner().invoke(app, args)  # (vlmtune.cli.main turns this into one line and exit 2)
+    assert isinstance(refused.exception, DataError) and "allow_outside_root" in str(refused.exception)
+    allowed = CliRunner().invoke(app, [*args, "--allow-outside-root"])
+    assert allowed.exit_code == 0, allowed.output
+    assert json.loads(allowed.stdout)[0]["severity"] == "error"
