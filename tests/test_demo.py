@@ -18,7 +18,7 @@ def test_shipped_demo_grid_validates(tmp_path, java):
     path.write_text(yaml.safe_dump(grid))
     loaded = load_grid(path)
     names = [v.name for v in loaded.variants]
-    assert names == ["baseline", "lora-r2", "lora-r16", "qlora-r16", "full"]
+    assert names == ["baseline", "3-shot", "lora-r2", "lora-r16", "qlora-r16", "full"]
     kinds = {v.name: v.cfg.method.kind for v in loaded.variants}
     assert kinds["qlora-r16"] == "qlora" and kinds["full"] == "full"
     assert ("caption" in loaded.variants[0].cfg.eval.metrics) == java
@@ -39,7 +39,7 @@ def test_demo_runs_end_to_end_on_a_small_budget(tmp_path, monkeypatch):
     outcome = demo.run_demo(tmp_path)
     assert set(outcome.status.values()) == {"done"}
     html = outcome.report["html"].read_text()
-    for name in ("baseline", "lora-r2", "lora-r16", "qlora-r16", "full"):
+    for name in ("baseline", "3-shot", "lora-r2", "lora-r16", "qlora-r16", "full"):
         assert name in html
         assert (tmp_path / "demo" / name / "metrics.json").is_file()
     assert json.loads((tmp_path / "demo" / "full" / "resources.json").read_text())["artefact"] == "model"

@@ -58,6 +58,8 @@ def test_untuned_fewshot_and_tuned_with_general_set(tiny_factory, run_config, sh
         assert {"iou", "iou_acc@0.5", "iou_unparseable", "format_compliance"} <= grounding.keys()
         assert "exact_match" in result["general"]["vqa"]
     assert shot["shots"] == 2 and "<|im_start|>assistant" in _first_prompt(tmp_path / "2shot")
+    general_prompts = [r["prompt"] for r in _rows(tmp_path / "2shot") if r.get("split") == "general"]
+    assert general_prompts and all(p.count("<|im_start|>assistant") == 1 for p in general_prompts)  # zero-shot
     assert tuned["adapter"] and not base["adapter"]
     assert [p["prediction"] for p in _rows(run)] == [p["prediction"] for p in _rows(tmp_path / "merged")]
     with pytest.raises(Exception, match="--overwrite"):

@@ -1,8 +1,8 @@
 """``vlmtune demo``: the product's main job on the embedded default, offline, on a CPU.
 
 It synthesizes the shapes world, then runs the shipped grid (``zoo/demo-grid.yaml``):
-the untuned ``vlmtune/tiny-shapes`` against LoRA r=2, LoRA r=16, QLoRA r=16 and full
-fine-tuning on grounding, a skill the model was not pretrained on, with VQA and captions
+the untuned ``vlmtune/tiny-shapes`` (zero-shot and 3-shot) against LoRA r=2, LoRA r=16,
+QLoRA r=16 and full fine-tuning on grounding, a skill the model was not pretrained on, with VQA and captions
 as the general set that measures forgetting. Re-running resumes: finished variants are
 skipped.
 

@@ -186,7 +186,9 @@ def evaluate(cfg: RunConfig, *, run: Path | None = None, out: Path, overwrite: b
         train = load_samples(cfg.data.train, root=cfg.data.root, allow_outside_root=cfg.data.allow_outside_root)
         result["prior"] = score_prior(records, constant_answers(train), cfg)
     if general:
-        general_records = generate_all(generator, general, pool, cfg, "general")
+        # Zero-shot always: the general set measures what the weights still know, and examples
+        # of the tuned task would only mislead on other tasks (a k-shot variant cannot forget).
+        general_records = generate_all(generator, general, [], cfg, "general")
         result["general"] = score_records(general_records, cfg)
         for rec in general_records:
             rec["split"] = "general"
