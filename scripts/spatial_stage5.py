@@ -18,6 +18,13 @@ a dedicated position set (200 left/right + above/below test questions) and the w
 (200 test questions), and a LoRA r16 grounding run with the demo grid's settings on the
 demo data (``vlmtune.demo.prepare_data``), evaluated by ``vlmtune.evaluate`` (IoU vs prior).
 
+Result (2026-11-25, /work/notes/spatial-results.json; prior = median box, IoU 0.111):
+language-only (1000 steps, position x2 + where x2) learns nothing positional (where 0.115,
+left/right 0.50, grounding LoRA 0.045). After scripts/spatial_vision_pos.py (tower learns
+row/column, 500 steps) + 1000 steps: where 0.295, LoRA 0.067; + 1500 more (where x4):
+where 0.825, above/below 0.92, left/right still 0.48, VQA 0.855 / MC 0.80, LoRA 0.119
+(4 epochs) and 0.268 (12 epochs; shipped weights: 0.078).
+
 Usage:
     OMP_NUM_THREADS=1 python scripts/spatial_stage5.py --name pos --steps 1000 --pos-repeat 2
     OMP_NUM_THREADS=1 python scripts/spatial_stage5.py --name base --steps 0   # shipped weights
