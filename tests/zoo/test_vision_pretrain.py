@@ -37,7 +37,22 @@ def test_cell_size_must_divide_the_image():
     assert cell_targets(scene, cell=32)[0].shape == (4,)
 
 
-def test_stage_trains_tower_and_projector_only(tmp_path):
+def test_cell_position_restarts_per_image_and_ignores_empty_cells():
+    import torch
+
+    from vlmtune.zoo.vision_pretrain import cell_position
+
+    scenes = [sample_scene(random.Random(seed), 64) for seed in range(2)]
+    kind = torch.cat([cell_targets(s, cell=16)[0] for s in scenes])
+    row, col = cell_position(kind, 4)
+    assert row.shape == (32,) and bool(((row == -100) == (kind == 0)).all())
+    for index in torch.nonzero(kind).flatten().tolist():
+        cell = index % 16
+        assert (row[index], col[index]) == (cell // 4, cell % 4)
+
+
+@pytest.mark.parametrize("position", [False, True])
+def test_stage_trains_tower_and_projector_only(tmp_path, position):
     import torch
     from transformers import AutoModelForImageTextToText
 
@@ -51,8 +66,10 @@ def test_stage_trains_tower_and_projector_only(tmp_path):
     init = init_checkpoint(plan, corpus_lines(files["train"]), tmp_path / "init")
     scenes = split_scenes("train", 40, seed=0)
     record = pretrain_vision(init, tmp_path / "out", scenes, split_scenes("val", 40, seed=0),
-                             VisionStage(steps=3, batch_size=4, warmup_steps=1), seed=0)
-    assert record["steps"] == 3 and set(record["held_out"]) == {"images", "kind", "colour", "count"}
+                             VisionStage(steps=3, batch_size=4, warmup_steps=1, position=position), seed=0)
+    assert record["steps"] == 3
+    assert set(record["held_out"]) == {"images", "kind", "colour", "count", *(["cell"] if position else [])}
+    assert 0.0 <= record["held_out"].get("cell", 0.0) <= 1.0
     before = AutoModelForImageTextToText.from_pretrained(init).state_dict()
     after = AutoModelForImageTextToText.from_pretrained(tmp_path / "out").state_dict()
     changed = {name for name in before if not torch.equal(before[name], after[name])}
