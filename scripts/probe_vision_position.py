@@ -1,10 +1,10 @@
 """Do a model's merged vision tokens say *where* in the image they are?
 
 Why: a box answer needs the absolute position of the object's image tokens. Qwen2-VL's
-vision tower has rotary (relative) positions only and a convolutional patch embedding, so
-on a uniform background two tokens at different places can carry identical features; the
-language model then has only M-RoPE's relative offsets to work out where a token is. This
-probe measures how much absolute position a single token's features carry: a linear
+vision tower has rotary (relative) positions only and no absolute position embedding, so
+its tokens carry their position only if training asked for it (a stage-0 row/column target
+does: ``VisionStage(position=True)`` reaches 0.998 on covered cells); otherwise the language
+model has only M-RoPE's relative offsets to work out where a token is. This probe measures how much absolute position a single token's features carry: a linear
 classifier (Adam, 300 full-batch steps on standardised features) predicts each token's cell
 index, and its column, from that token alone, on held-out scenes; a sanity probe predicts
 the shape kind covering the cell.
