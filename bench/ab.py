@@ -29,7 +29,7 @@ from worker_vlmtune import BEST_SETTINGS, base_config, settings  # noqa: E402
 
 def one_run(work: Path, overrides: list[str], epochs: float) -> dict:
     from vlmtune.config import apply_overrides, build_config
-    from vlmtune.train import train
+    from vlmtune.train.loop import train
 
     spec = {"model": str(work / "model"), "train": str(work / "data" / "bench_train.jsonl"),
             "root": str(work / "data"), "runs": str(work / "runs-ab")}

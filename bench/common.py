@@ -95,7 +95,7 @@ def answer_loss(model: Any, processor: Any, train_jsonl: str, root: str, *, limi
     from vlmtune.data.encode import image_token_ids
     from vlmtune.data.schema import load_samples
     from vlmtune.families import get_family
-    from vlmtune.train import n_target_tokens, token_loss_sum
+    from vlmtune.train.loop import n_target_tokens, token_loss_sum
 
     samples = load_samples(train_jsonl, root=root, limit=limit)
     family = get_family(model.config.model_type)

@@ -52,16 +52,16 @@ def padded_tokens(plan: Any, lengths: list[int], max_length: int) -> int:
 def count(cfg: Any, *, k: int = 3) -> dict[str, Any]:
     """FLOPs of a whole vlmtune run of ``cfg``: ``k`` real steps counted, scaled by tokens.
 
-    Uses a fresh model prepared exactly as ``vlmtune.train`` prepares it (same adapters,
+    Uses a fresh model prepared exactly as ``vlmtune.train.loop`` prepares it (same adapters,
     same frozen weights), the run's step plan and collator.
     """
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from vlmtune.data.collate import Collator
-    from vlmtune.methods import prepare
-    from vlmtune.steps import StepPlan
-    from vlmtune.train import load_split, token_loss_sum
+    from vlmtune.model.methods import prepare
+    from vlmtune.train.steps import StepPlan
+    from vlmtune.train.loop import load_split, token_loss_sum
 
     torch.manual_seed(cfg.train.seed)
     model, processor, family = prepare(cfg)

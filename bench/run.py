@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
     from data import make_data, summary
     from model import build_model
     from vlmtune.atomic import write_json
-    from vlmtune.measure import machine_info
+    from vlmtune.train.measure import machine_info
 
     torch.set_num_threads(args.threads)
     machine = {**machine_info(), "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),

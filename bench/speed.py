@@ -53,8 +53,8 @@ def _cpu() -> float:
 
 def time_collate(cfg: object) -> dict:
     from vlmtune.data.collate import Collator
-    from vlmtune.methods import prepare
-    from vlmtune.train import load_split
+    from vlmtune.model.methods import prepare
+    from vlmtune.train.loop import load_split
 
     model, processor, family = prepare(cfg)
     data = load_split(cfg, cfg.data.train, processor, family, model.config)
@@ -81,7 +81,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from vlmtune.data.synth import synth
-    from vlmtune.train import train
+    from vlmtune.train.loop import train
 
     data = args.out / "data"
     if not (data / "train_mix.jsonl").is_file():

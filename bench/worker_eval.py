@@ -40,9 +40,9 @@ def main(spec_path: str, out_path: str) -> None:
     set_threads(spec["threads"])
     from vlmtune.config import apply_overrides
     from vlmtune.data.schema import load_samples
-    from vlmtune.evaluate import generate_all
-    from vlmtune.generate import Generator
-    from vlmtune.runs import load_trained
+    from vlmtune.evaluate.run import generate_all
+    from vlmtune.evaluate.generate import Generator
+    from vlmtune.model.trained import load_trained
 
     model, processor, family, cfg = load_trained(Path(spec["run"]))
     cfg = apply_overrides(cfg, [f"eval.batch_size={spec['eval_batch_size']}",

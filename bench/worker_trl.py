@@ -86,8 +86,8 @@ def main(spec_path: str, out_path: str) -> None:
     from trl import SFTConfig, SFTTrainer
 
     from vlmtune.families import get_family
-    from vlmtune.measure import machine_info
-    from vlmtune.methods import count_parameters, lora_target_names
+    from vlmtune.train.measure import machine_info
+    from vlmtune.model.methods import count_parameters, lora_target_names
 
     class LoopClock(TrainerCallback):
         """Time of the training loop alone (after the trainer is built, before saving)."""

@@ -1,4 +1,4 @@
-"""Bench worker: train with vlmtune's loop (``vlmtune.train.train`` on a RunConfig).
+"""Bench worker: train with vlmtune's loop (``vlmtune.train.loop.train`` on a RunConfig).
 
 Run by ``run.py`` in its own process: ``python bench/worker_vlmtune.py SPEC.json OUT.json``.
 The timed window is the ``train()`` call: model loading, the data pre-pass, every step,
@@ -60,8 +60,8 @@ def main(spec_path: str, out_path: str) -> None:
     set_threads(spec["threads"])
     hp = Hyper(**spec["hyper"])
     from vlmtune.config import apply_overrides, build_config
-    from vlmtune.measure import machine_info
-    from vlmtune.train import train
+    from vlmtune.train.measure import machine_info
+    from vlmtune.train.loop import train
 
     overrides, applied, missing = settings({**BEST_SETTINGS, **spec.get("vlmtune_settings", {})})
     cfg = apply_overrides(build_config(base_config(spec, hp)), overrides)
@@ -93,7 +93,7 @@ def main(spec_path: str, out_path: str) -> None:
 
         result["peak"] = matmul_peak()
         result["flops"] = count(cfg)
-    from vlmtune.runs import load_trained
+    from vlmtune.model.trained import load_trained
 
     model, processor, _, _ = load_trained(run)
     result["post_loss"] = answer_loss(model, processor, spec["train"], spec["root"], limit=spec["loss_samples"],

@@ -16,7 +16,7 @@ This script tests cheap pretraining changes on top of the shipped weights:
 Then: VQA and MC on the first 200 held-out test samples (the card's set) by question type,
 a dedicated position set (200 left/right + above/below test questions) and the where set
 (200 test questions), and a LoRA r16 grounding run with the demo grid's settings on the
-demo data (``vlmtune.demo.prepare_data``), evaluated by ``vlmtune.evaluate`` (IoU vs prior).
+demo data (``vlmtune.zoo.demo.prepare_data``), evaluated by ``vlmtune.evaluate.run`` (IoU vs prior).
 
 Result (2026-11-25, /work/notes/spatial-results.json; prior = median box, IoU 0.111):
 language-only (1000 steps, position x2 + where x2) learns nothing positional (where 0.115,
@@ -122,9 +122,9 @@ def score_sets(model_dir: Path, sets: dict[str, list[dict]], root: Path) -> dict
 
 def grounding(model_dir: Path, work: Path, demo_data: Path, epochs: float) -> dict:
     from vlmtune.config import build_config
-    from vlmtune.demo import prepare_data
-    from vlmtune.evaluate import evaluate
-    from vlmtune.train import train
+    from vlmtune.zoo.demo import prepare_data
+    from vlmtune.evaluate.run import evaluate
+    from vlmtune.train.loop import train
 
     prepare_data(demo_data)
     grid = yaml.safe_load((Path(__file__).parents[1] / "src/vlmtune/zoo/demo-grid.yaml").read_text())

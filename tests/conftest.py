@@ -119,7 +119,7 @@ def crash_after_checkpoint(monkeypatch):
     by the block) right after writing checkpoint ``k``, as if killed there."""
     from contextlib import contextmanager
 
-    from vlmtune import checkpoint as ckpt
+    from vlmtune.train import checkpoint as ckpt
 
     real = ckpt.save_checkpoint
 

@@ -231,7 +231,7 @@ def test_adapter_from_another_base(setup, tiny_factory, capsys, monkeypatch):
 def test_disk_full_while_saving_keeps_earlier_checkpoints(setup, capsys, monkeypatch):
     import errno
 
-    from vlmtune import checkpoint
+    from vlmtune.train import checkpoint
 
     real = checkpoint.save_file
     calls = {"n": 0}
@@ -254,7 +254,7 @@ def test_disk_full_while_saving_keeps_earlier_checkpoints(setup, capsys, monkeyp
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(setup, capsys, monkeypatch):
     import torch
 
-    from vlmtune import train as train_module
+    from vlmtune.train import loop as train_module
 
     real = train_module.token_loss_sum
     calls = {"n": 0}

@@ -9,9 +9,9 @@ import pytest
 
 from vlmtune.config import ModelConfig
 from vlmtune.data.collate import Collator, same_batch
-from vlmtune.loading import load_base
+from vlmtune.model.load import load_base
 from vlmtune.testing.tiny import TEXT_ONLY_BATCH_OK, TINY_FAMILIES
-from vlmtune.train import load_split
+from vlmtune.train.loop import load_split
 
 FALLS_BACK = {"internvl", "mllama"}
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from vlmtune import compare as compare_mod
-from vlmtune.compare import is_finished, load_grid, run_grid
+from vlmtune.compare import run as compare_mod
+from vlmtune.compare.run import is_finished, load_grid, run_grid
 from vlmtune.config import dump_config
 from vlmtune.errors import ConfigError, VlmtuneError
 

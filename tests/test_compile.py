@@ -1,4 +1,4 @@
-"""train.compile (vlmtune.compile): the decoder layers' MLPs and norms are compiled in place,
+"""train.compile (vlmtune.train.compile): the decoder layers' MLPs and norms are compiled in place,
 one step's gradients equal the eager ones up to rounding, training runs and checkpoints keep
 their parameter names."""
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vlmtune.compile import compile_decoder_layers, decoder_layers
+from vlmtune.train.compile import compile_decoder_layers, decoder_layers
 from vlmtune.families import get_family
-from vlmtune.train import train
+from vlmtune.train.loop import train
 
 
 def _losses(run):
@@ -43,7 +43,7 @@ def test_one_steps_gradients_equal_eager_up_to_rounding(tiny_factory):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText
 
-    from vlmtune.fused_lora import fuse_lora
+    from vlmtune.train.fused_lora import fuse_lora
 
     path = tiny_factory("qwen2_vl")
     ids = torch.randint(5, 100, (2, 40), generator=torch.Generator().manual_seed(0))

@@ -82,7 +82,7 @@ SHIPPED = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 def test_shipped_configs_validate(path):
     data = yaml.safe_load(path.read_text())
     if "variants" in data:  # a compare grid: validated by the grid loader
-        from vlmtune.compare_grid import load_grid
+        from vlmtune.compare.grid import load_grid
 
         assert load_grid(path)
     else:
@@ -94,7 +94,7 @@ DEEPSPEED = sorted((Path(__file__).parent.parent / "configs" / "deepspeed").glob
 
 @pytest.mark.parametrize("path", DEEPSPEED, ids=lambda p: p.name)
 def test_shipped_deepspeed_configs_parse(path, cfg_file):
-    from vlmtune.distributed import read_deepspeed_config
+    from vlmtune.train.distributed import read_deepspeed_config
 
     assert read_deepspeed_config(path)["zero_optimization"]["stage"] == int(path.stem[-1])  # zero2 / zero3
     cfg = load_config(cfg_file, ["method.kind=full", f"train.deepspeed={path}"])
@@ -102,7 +102,7 @@ def test_shipped_deepspeed_configs_parse(path, cfg_file):
 
 
 def test_deepspeed_config_errors(tmp_path):
-    from vlmtune.distributed import read_deepspeed_config
+    from vlmtune.train.distributed import read_deepspeed_config
 
     bad = tmp_path / "ds.json"
     bad.write_text('{"zero_optimization": {"stage": 1}}')

@@ -7,8 +7,8 @@ import json
 import pytest
 import yaml
 
-from vlmtune import demo
-from vlmtune.compare_grid import load_grid
+from vlmtune.zoo import demo
+from vlmtune.compare.grid import load_grid
 
 
 @pytest.mark.parametrize("java", [True, False])

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from vlmtune.checkpoint import latest_checkpoint
+from vlmtune.train.checkpoint import latest_checkpoint
 
 
 def _losses(run):
@@ -146,7 +146,7 @@ def test_deepspeed_needs_cuda_and_fsdp_needs_images(tmp_path):
 
     from vlmtune.config import build_config
     from vlmtune.data.schema import Sample
-    from vlmtune.distributed import check_fsdp_data, make_accelerator
+    from vlmtune.train.distributed import check_fsdp_data, make_accelerator
     from vlmtune.errors import ConfigError
 
     ds = tmp_path / "zero2.json"

@@ -9,11 +9,11 @@ import pytest
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from vlmtune.data.schema import load_samples
-from vlmtune.evaluate import build_prompt, evaluate, shots_for
+from vlmtune.evaluate.run import build_prompt, evaluate, shots_for
 from vlmtune.families import get_family
-from vlmtune.generate import Generator
+from vlmtune.evaluate.generate import Generator
 from vlmtune.testing.tiny import TINY_FAMILIES
-from vlmtune.train import train
+from vlmtune.train.loop import train
 
 
 @pytest.mark.parametrize("family", TINY_FAMILIES)
@@ -99,7 +99,7 @@ def test_every_task_type_untuned_3shot_and_tuned(tiny_factory, run_config, tmp_p
 def test_generate_all_groups_batches_but_keeps_input_order(tiny_factory, run_config, shapes_data, monkeypatch):
     """Mixed tasks: batches are formed by task and length, records come back in input order,
     each equal to generating that sample alone."""
-    from vlmtune.evaluate import generate_all
+    from vlmtune.evaluate.run import generate_all
 
     path = tiny_factory("qwen2_vl")
     model = AutoModelForImageTextToText.from_pretrained(path).eval()

@@ -1,4 +1,4 @@
-"""LoRA layers rerouted through one addmm (vlmtune.fused_lora) give PEFT's losses and
+"""LoRA layers rerouted through one addmm (vlmtune.train.fused_lora) give PEFT's losses and
 gradients, and fall back to PEFT's forward in the states the fused path does not cover."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 
-import vlmtune.fused_lora as fused_mod
+import vlmtune.train.fused_lora as fused_mod
 from vlmtune.data.collate import Collator
-from vlmtune.fused_lora import fuse_lora
-from vlmtune.methods import prepare
-from vlmtune.train import load_split, token_loss_sum, train
+from vlmtune.train.fused_lora import fuse_lora
+from vlmtune.model.methods import prepare
+from vlmtune.train.loop import load_split, token_loss_sum, train
 
 
 def _loss_and_grads(model, batch):

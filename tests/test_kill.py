@@ -13,7 +13,7 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from vlmtune.checkpoint import latest_checkpoint
+from vlmtune.train.checkpoint import latest_checkpoint
 
 
 def _config(tmp_path, model, shapes_data, name):

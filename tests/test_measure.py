@@ -1,4 +1,4 @@
-"""Model FLOPs per step (vlmtune.flops) against an independent count: torch's
+"""Model FLOPs per step (vlmtune.train.flops) against an independent count: torch's
 FlopCounterMode on a real forward + backward of tiny models (eager attention, so the
 attention matmuls are visible to it), and the FLOPs/MFU fields of resources.json.
 
@@ -17,11 +17,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from vlmtune.data.collate import Collator
-from vlmtune.flops import FlopCounter
-from vlmtune.measure import peak_flops
-from vlmtune.methods import prepare
-from vlmtune.train import load_split, token_loss_sum, train
-from vlmtune.vision_cache import VisionCache
+from vlmtune.train.flops import FlopCounter
+from vlmtune.train.measure import peak_flops
+from vlmtune.model.methods import prepare
+from vlmtune.train.loop import load_split, token_loss_sum, train
+from vlmtune.train.vision_cache import VisionCache
 
 
 def _setup(tiny_factory, run_config, family, kind):
@@ -88,7 +88,7 @@ def test_peak_is_not_lowered_by_another_process_holding_the_core(monkeypatch):
     must come from the CPU time then (a low peak made MFU read above 100% on a busy machine)."""
     import time as real_time
 
-    from vlmtune import measure
+    from vlmtune.train import measure
 
     class BusyClock:  # every wall-clock read is 10 s later: another process held the core
         def __init__(self):
@@ -109,11 +109,11 @@ def test_peak_is_not_lowered_by_another_process_holding_the_core(monkeypatch):
     assert busy > 1e9  # a 2.1 GFLOP matmul timed by the stretched wall clock alone gives ~1e8
 
 def test_packed_row_flops_count_attention_per_sample(tiny_factory, run_config):
-    """A packed row attends per sample (vlmtune.packing.segment_attention): its count charges
+    """A packed row attends per sample (vlmtune.train.packing.segment_attention): its count charges
     each sample's own square, not the row's (T, T), and matches torch's count of that path."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from vlmtune.packing import pack, packed_attention, packed_lengths
+    from vlmtune.train.packing import pack, packed_attention, packed_lengths
 
     model, fam, _, batch = _setup(tiny_factory, run_config, "qwen2_vl", "lora")
     packed = pack(batch, fam, model)

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from vlmtune.methods import count_parameters, prepare, trainable_by_role
-from vlmtune.train import train
+from vlmtune.model.methods import count_parameters, prepare, trainable_by_role
+from vlmtune.train.loop import train
 
 
 def _roles_trained(cfg):
@@ -91,7 +91,7 @@ def test_unknown_target_is_a_clear_error(qwen, run_config):
 def test_qlora_quantizes_the_decoder_only_and_trains(qlora_ready, run_config, bits, tmp_path):
     import bitsandbytes as bnb
 
-    from vlmtune.merge import merge_run
+    from vlmtune.model.merge import merge_run
 
     cfg = run_config(qlora_ready, name=f"q{bits}", method={"kind": "qlora", "bits": bits},
                      data={"max_samples": 4}, train={"max_steps": 10})

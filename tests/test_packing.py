@@ -13,11 +13,11 @@ from vlmtune.data.collate import Collator
 from vlmtune.data.encode import IGNORE
 from vlmtune.errors import ConfigError
 from vlmtune.families import REGISTRY
-from vlmtune.methods import prepare
-import vlmtune.packing as packing_mod
-from vlmtune.packing import SEGMENT_ATTENTION, check_packing, language_config, pack, packed_attention, packed_lengths
+from vlmtune.model.methods import prepare
+import vlmtune.train.packing as packing_mod
+from vlmtune.train.packing import SEGMENT_ATTENTION, check_packing, language_config, pack, packed_attention, packed_lengths
 from vlmtune.testing.tiny import TEXT_ONLY_OK, TINY_FAMILIES
-from vlmtune.train import load_split, train
+from vlmtune.train.loop import load_split, train
 
 PACKED = [f for f in TINY_FAMILIES if REGISTRY[f].packing]
 REFUSED = [f for f in TINY_FAMILIES if not REGISTRY[f].packing]

@@ -1,4 +1,4 @@
-"""The constant-answer prior (vlmtune.prior): the constants, and their scores through the
+"""The constant-answer prior (vlmtune.evaluate.prior): the constants, and their scores through the
 evaluator, checked against values computed here independently (torchvision's box_iou)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 from torchvision.ops import box_iou
 
 from vlmtune.data.schema import Sample
-from vlmtune.prior import constant_answers, rule_of, score_prior
+from vlmtune.evaluate.prior import constant_answers, rule_of, score_prior
 
 
 def s(task, answer, i=0):
@@ -58,7 +58,7 @@ def test_scores_use_the_evaluators_metrics():
 
 
 def test_evaluate_records_the_prior_of_the_training_set(tiny_factory, run_config, shapes_data, tmp_path):
-    from vlmtune.evaluate import evaluate
+    from vlmtune.evaluate.run import evaluate
 
     model = tiny_factory("qwen2_vl")
     cfg = run_config(model, train_file="train_grounding.jsonl",

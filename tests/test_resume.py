@@ -6,9 +6,9 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from vlmtune.checkpoint import latest_checkpoint
+from vlmtune.train.checkpoint import latest_checkpoint
 from vlmtune.errors import RunDirError, VlmtuneError
-from vlmtune.train import train
+from vlmtune.train.loop import train
 
 
 def _final_weights(run):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from vlmtune.steps import StepPlan
+from vlmtune.train.steps import StepPlan
 
 
 def _lengths(n: int) -> tuple[int, ...]:
@@ -53,8 +53,8 @@ def test_resume_with_grouping_packing_and_caches_matches_uninterrupted(tiny_fact
                                                                       crash_after_checkpoint):
     from safetensors.torch import load_file
 
-    from vlmtune import checkpoint as ckpt
-    from vlmtune.train import train
+    from vlmtune.train import checkpoint as ckpt
+    from vlmtune.train.loop import train
 
     model = tiny_factory("qwen2_vl")
     common = dict(train_file="train_mixed.jsonl", data={"val": None},

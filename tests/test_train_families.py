@@ -10,11 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vlmtune.checkpoint import latest_checkpoint
-from vlmtune.merge import logits_of, merge_run, probe_batch
-from vlmtune.methods import prepare
+from vlmtune.train.checkpoint import latest_checkpoint
+from vlmtune.model.merge import logits_of, merge_run, probe_batch
+from vlmtune.model.methods import prepare
 from vlmtune.testing.tiny import TEXT_ONLY_OK, TINY_FAMILIES
-from vlmtune.train import train
+from vlmtune.train.loop import train
 
 
 def _losses(run):

@@ -13,7 +13,7 @@ from vlmtune.config import build_config
 from vlmtune.errors import ConfigError
 from vlmtune.families import REGISTRY
 from vlmtune.testing.tiny import TINY_FAMILIES
-from vlmtune.train import train
+from vlmtune.train.loop import train
 
 CACHED = [f for f in TINY_FAMILIES if REGISTRY[f].vision_cache]
 
@@ -74,7 +74,7 @@ def test_disk_cache_and_size_cap(tiny_factory, run_config):
 
 def test_auto_is_off_when_vision_trains_and_explicit_is_refused(tiny_factory, run_config):
     from vlmtune.families import get_family
-    from vlmtune.vision_cache import resolve_mode
+    from vlmtune.train.vision_cache import resolve_mode
 
     path = tiny_factory("qwen2_vl")
     base = {"name": "x", "model": {"path": str(path)}}
@@ -94,7 +94,7 @@ def test_off_under_fsdp_where_processes_must_gather_in_lockstep(monkeypatch):
     """Full fine-tune with a frozen vision tower: the cache would apply, but under FSDP a
     process served from it would skip the tower's all-gathers that the others run."""
     from vlmtune.families import get_family
-    from vlmtune.vision_cache import resolve_mode
+    from vlmtune.train.vision_cache import resolve_mode
 
     frozen_vision_full = {"name": "x", "model": {"path": "unused"}, "method": {"kind": "full"},
                           "trainable": {"vision": False, "projector": False}}
@@ -105,7 +105,7 @@ def test_off_under_fsdp_where_processes_must_gather_in_lockstep(monkeypatch):
     with pytest.raises(ConfigError, match="train.vision_cache: memory cannot be used with FSDP"):
         resolve_mode(build_config({**frozen_vision_full, "train": {"distributed": "fsdp", "vision_cache": "memory"}}),
                      qwen)
-    from vlmtune import distributed
+    from vlmtune.train import distributed
 
     monkeypatch.setitem(distributed._LAUNCHER_ENV, distributed.ENV_FSDP, "true")  # launched with FSDP
     assert resolve_mode(build_config(frozen_vision_full), qwen) == "off"

@@ -44,7 +44,7 @@ def train(config: Path = typer.Argument(..., help="run config YAML"),
           trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
                                                  help="allow the model's own Python code to run")) -> None:
     """Train one run: writes runs/<name>/ (adapter/ or model/, metrics, resources)."""
-    from vlmtune.train import train as run_training
+    from vlmtune.train.loop import train as run_training
 
     from vlmtune.config import located
 
@@ -66,7 +66,7 @@ def merge(run: Path = typer.Option(..., "--run", help="run directory with adapte
                                           help="QLoRA: merge into a full-precision copy of the base"),
           overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out directory")) -> None:
     """Merge a run's adapter into its base; prints the max logit difference merged vs unmerged."""
-    from vlmtune.merge import merge_run
+    from vlmtune.model.merge import merge_run
 
     report = merge_run(run, out, dequantize=dequantize, overwrite=overwrite)
     console.print(f"merged -> {out}: max |logit diff| merged vs unmerged = {report['max_abs_diff']:.3g} "
@@ -87,8 +87,8 @@ def eval_(config: Optional[Path] = typer.Argument(None, help="config YAML: evalu
           trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
                                                  help="allow the model's own Python code to run")) -> None:
     """Score a model: writes predictions.jsonl and metrics.json."""
-    from vlmtune.evaluate import evaluate
-    from vlmtune.runs import load_run_config
+    from vlmtune.evaluate.run import evaluate
+    from vlmtune.rundir import load_run_config
 
     if run is not None and config is not None and "=" in str(config):
         overrides, config = [str(config), *(overrides or [])], None  # `--run R key=value`
@@ -127,7 +127,7 @@ def predict(model: str = typer.Option(..., "--model", help="base model dir, hub 
             trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
                                                    help="allow the model's own Python code to run")) -> None:
     """Answer one prompt with the base and each adapter (swapped on one loaded base)."""
-    from vlmtune.predict import predict as run_predict
+    from vlmtune.evaluate.predict import predict as run_predict
 
     answers = run_predict(model, adapter or [], image or [], prompt, max_new_tokens=max_new_tokens,
                           trust_remote_code=trust_remote_code)
@@ -141,7 +141,7 @@ def score(predictions: Path = typer.Argument(..., help="JSONL: id, prediction, a
           metrics: str = typer.Option(..., "--metrics", help="comma-separated metric names"),
           per_sample: Optional[Path] = typer.Option(None, "--per-sample", help="write per-sample scores here")) -> None:
     """Score predictions made elsewhere; prints one JSON object."""
-    from vlmtune.scoring import score_file
+    from vlmtune.evaluate.scoring import score_file
 
     summary = score_file(predictions, [m.strip() for m in metrics.split(",") if m.strip()], per_sample)
     typer.echo(json.dumps(summary))
@@ -150,7 +150,7 @@ def score(predictions: Path = typer.Argument(..., help="JSONL: id, prediction, a
 @app.command()
 def compare(grid: Path = typer.Argument(..., help="grid YAML: name, out_dir, base, variants")) -> None:
     """Train and evaluate every variant of a grid (finished ones are skipped), then write the report."""
-    from vlmtune.compare import compare as run_compare
+    from vlmtune.compare.run import compare as run_compare
 
     run_compare(grid, console=console)
 
@@ -158,7 +158,7 @@ def compare(grid: Path = typer.Argument(..., help="grid YAML: name, out_dir, bas
 @app.command()
 def report(grid_dir: Path = typer.Argument(..., help="a grid directory (out_dir/<grid name>)")) -> None:
     """Rebuild a grid's report.html and report.md from its run directories."""
-    from vlmtune.compare import summary_table
+    from vlmtune.compare.run import summary_table
     from vlmtune.report import build_report
 
     paths = build_report(grid_dir)
@@ -209,7 +209,7 @@ def data_check(train: Path = typer.Option(..., "--train", help="training JSONL")
                                                             "data.allow_outside_root)"),
                as_json: bool = typer.Option(False, "--json", help="print findings as JSON")) -> None:
     """Compare train and eval data formats: instructions, answer types, lengths, images."""
-    from vlmtune.diagnose.format_check import check_format
+    from vlmtune.data.format_check import check_format
     from vlmtune.diagnose.render import findings_table
 
     findings = check_format(train, eval_, model=model, root=root, allow_outside_root=allow_outside_root)
@@ -291,7 +291,7 @@ def diagnose_curve(config: Path = typer.Argument(..., help="run config YAML"),
                    out: Optional[Path] = typer.Option(None, "--out", help="dir (default: <out_dir>/<name>-curve)"),
                    overrides: Optional[list[str]] = typer.Argument(None, help="key.sub=value overrides")) -> None:
     """Train + evaluate at each size (resumable grid); learning_curve.json/.png: would more data help?"""
-    from vlmtune.diagnose.curve import learning_curve, parse_sizes
+    from vlmtune.compare.curve import learning_curve, parse_sizes
 
     result = learning_curve(config, parse_sizes(sizes), out=out, overrides=overrides or [], console=console)
     for task, t in result["tasks"].items():
@@ -323,7 +323,7 @@ def zoo_tiny(family: str = typer.Argument(..., help="model_type, e.g. qwen2_vl, 
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="where data, runs and the report go")) -> None:
     """The embedded default: baseline vs LoRA r=2/r=16, QLoRA r=16 and full on grounding, offline."""
-    from vlmtune.demo import run_demo
+    from vlmtune.zoo.demo import run_demo
 
     outcome = run_demo(out, console=console)
     console.print(f"[green]demo done[/green]: open {outcome.report['html']}")

@@ -105,24 +105,24 @@ class TrainConfig(_Section):
     gradient_checkpointing: bool = False
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     # several processes: auto = the accelerate launcher's FSDP/DeepSpeed config, else deepspeed if
-    # train.deepspeed is set, else ddp; fsdp = FSDP2 for full/freeze (vlmtune.distributed)
+    # train.deepspeed is set, else ddp; fsdp = FSDP2 for full/freeze (vlmtune.train.distributed)
     distributed: Literal["auto", "ddp", "fsdp", "deepspeed"] = "auto"
     fsdp: FsdpConfig = FsdpConfig()
     deepspeed: str | None = None  # DeepSpeed JSON (ZeRO-2/3, GPUs only), e.g. configs/deepspeed/zero2.json
-    # Speed (see vlmtune.vision_cache, vlmtune.packing, vlmtune.steps); none changes the loss.
+    # Speed (see vlmtune.train.vision_cache, vlmtune.train.packing, vlmtune.train.steps); none changes the loss.
     vision_cache: Literal["auto", "off", "memory", "disk"] = "auto"  # reuse frozen image features
     vision_cache_max_bytes: int = Field(2 * 1024**3, ge=0)  # beyond this, new images are not cached
     packing: bool = False  # one padding-free row per micro-batch, attention kept inside each sample
     group_by_length: bool = False  # micro-batches of similar length (less padding)
     input_cache_max_bytes: int = Field(1024**3, ge=0)  # processed rows kept by the collator (0: off)
-    # Compile each decoder layer's MLP and norms (vlmtune.compile): ~x1.09 per step, ~4 s to compile;
+    # Compile each decoder layer's MLP and norms (vlmtune.train.compile): ~x1.09 per step, ~4 s to compile;
     # the loss changes by rounding only
     compile: bool = False
 
 
 class EvalConfig(_Section):
     """Evaluation: ``metrics`` is a list for every task or a mapping task -> list; tasks
-    not named use the defaults in vlmtune.evaluate.DEFAULT_METRICS."""
+    not named use the defaults in vlmtune.evaluate.run.DEFAULT_METRICS."""
 
     test: str | None = None  # default: data.val
     general: str | None = None  # general-ability set, scored beside the task (forgetting)

@@ -14,6 +14,9 @@ import os
 import shutil
 from pathlib import Path
 
+import yaml
+
+from vlmtune.config import RunConfig, build_config
 from vlmtune.errors import RunDirError
 
 MARKER = "config.yaml"
@@ -52,3 +55,10 @@ def open_run_dir(path: Path, *, overwrite: bool, resume: bool) -> Path:
     if not os.access(path, os.W_OK):
         raise RunDirError(f"{path}: run directory is not writable")
     return path
+
+
+def load_run_config(run: Path) -> RunConfig:
+    path = Path(run) / "config.yaml"
+    if not path.is_file():
+        raise RunDirError(f"{run}: not a vlmtune run directory (no config.yaml)")
+    return build_config(yaml.safe_load(path.read_text()), source=path)

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from vlmtune.atomic import write_json
 from vlmtune.config import dump_config
-from vlmtune.diagnose.curve import GRID_FILE, answer, learning_curve, parse_sizes
+from vlmtune.compare.curve import GRID_FILE, answer, learning_curve, parse_sizes
 from vlmtune.errors import InputError
 
 N_TEST = 40

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 from typer.testing import CliRunner
 
-from vlmtune.diagnose.format_check import answer_type, check_format, warn_format_mismatch
+from vlmtune.data.format_check import answer_type, check_format, warn_format_mismatch
 
 
 @pytest.fixture(scope="module")

@@ -67,7 +67,7 @@ def test_format_check_with_the_shipped_template(data):
 def test_rank_and_vision_probe_on_a_full_run(tmp_path, data):
     from vlmtune.diagnose.rank import analyse_run
     from vlmtune.diagnose.vision_probe import probe_run
-    from vlmtune.train import train
+    from vlmtune.train.loop import train
 
     run = train(_config(tmp_path, data, name="full", method={"kind": "full"}))
     rank = analyse_run(run)
@@ -81,7 +81,7 @@ def test_rank_and_vision_probe_on_a_full_run(tmp_path, data):
 
 
 def test_learning_curve_on_the_shipped_model(tmp_path, data):
-    from vlmtune.diagnose.curve import learning_curve
+    from vlmtune.compare.curve import learning_curve
 
     path = tmp_path / "cfg.yaml"
     path.write_text(dump_config(_config(tmp_path, data, train={"max_steps": 1})))
@@ -92,7 +92,7 @@ def test_learning_curve_on_the_shipped_model(tmp_path, data):
 
 
 def test_mix_general_replays_general_data(tmp_path, data):
-    from vlmtune.train import train
+    from vlmtune.train.loop import train
 
     cfg = _config(tmp_path, data, name="mix", data={"general": str(data / "train_vqa.jsonl"), "mix_general": 0.5})
     run = train(cfg)

@@ -10,8 +10,8 @@ import torch
 from vlmtune.config import dump_config
 from vlmtune.data.collate import Collator
 from vlmtune.diagnose.vision_probe import load_vision, probe_run, summarise, vision_state
-from vlmtune.loading import load_base
-from vlmtune.train import load_split
+from vlmtune.model.load import load_base
+from vlmtune.train.loop import load_split
 
 
 def _fake_run(tmp_path, name, cfg, role, seed):

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from vlmtune.data.collate import Collator
-from vlmtune.diagnose.vision_share import VisionShare, vision_modules
-from vlmtune.methods import prepare
-from vlmtune.train import load_split, token_loss_sum, train
+from vlmtune.train.vision_share import VisionShare, vision_modules
+from vlmtune.model.methods import prepare
+from vlmtune.train.loop import load_split, token_loss_sum, train
 
 FAMILIES = ["qwen2_vl", "llava", "idefics3", "mllama"]
 

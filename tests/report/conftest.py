@@ -15,7 +15,7 @@ import yaml
 from vlmtune.config import build_config, dump_config
 
 N_TEST, N_GENERAL = 40, 30
-PRIOR_IOU = 0.25  # the constant-answer prior (vlmtune.prior): above the untuned baseline, below the fine-tunes
+PRIOR_IOU = 0.25  # the constant-answer prior (vlmtune.evaluate.prior): above the untuned baseline, below the fine-tunes
 
 # name: (trains, method/eval overrides, mean IoU, format compliance, general accuracy,
 #        trainable params, peak GiB)

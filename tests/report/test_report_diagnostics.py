@@ -12,7 +12,7 @@ from vlmtune.diagnose.rank import analyse, summarise
 from vlmtune.families import get_family
 from vlmtune.report import build_report
 from vlmtune.report.diagnostics import format_findings, rank_rows, rank_verdict
-from vlmtune.report.loading import load_grid_runs
+from vlmtune.report.read import load_grid_runs
 from vlmtune.report.summary import summarize
 
 

@@ -11,7 +11,7 @@ from html.parser import HTMLParser
 import pytest
 
 from vlmtune.report import build_report
-from vlmtune.report.loading import load_grid_runs
+from vlmtune.report.read import load_grid_runs
 from vlmtune.report.summary import summarize
 from vlmtune.report.table import fmt_bytes, fmt_count, fmt_seconds, table_rows
 

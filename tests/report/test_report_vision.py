@@ -8,7 +8,7 @@ import shutil
 import yaml
 
 from vlmtune.report import build_report
-from vlmtune.report.loading import load_grid_runs
+from vlmtune.report.read import load_grid_runs
 from vlmtune.report.summary import summarize
 from vlmtune.report.vision import matched_pairs, vision_mode, vision_rows, vision_verdict
 

@@ -3,7 +3,7 @@
 Why: ``vlmtune train`` records the process's peak RSS, which includes the interpreter,
 torch's code pages and the loaded model; the plan predicts what training *adds*. Here:
 
-1. load the model as ``vlmtune.methods.prepare`` does and collate one real batch;
+1. load the model as ``vlmtune.model.methods.prepare`` does and collate one real batch;
 2. warm up with one whole step (forward, backward, clipping, an AdamW step with a
    throwaway optimizer): it faults in the code pages of every kernel and Python's lazy
    imports, a fixed cost of the process that is not training state (a warm-up without
@@ -11,7 +11,7 @@ torch's code pages and the loaded model; the plan predicts what training *adds*.
    drop gradients and optimizer and return freed memory to the OS (``malloc_trim``);
 3. record the baseline RSS and reset the kernel's peak (``/proc/self/clear_refs`` = 5,
    Linux >= 4.0), then run ``steps`` full steps (forward, backward, clip, AdamW step,
-   ``zero_grad(set_to_none=True)``) exactly like ``vlmtune.train``;
+   ``zero_grad(set_to_none=True)``) exactly like ``vlmtune.train.loop``;
 4. delta = peak RSS (``VmHWM``) - baseline. Run with ``MALLOC_MMAP_THRESHOLD_=4096`` for
    RSS to follow live allocations (scripts/memory_plan_check.py); optionally (``track_in_use``)
    also the peak of malloc's in-use bytes, which needs no allocator setting.
@@ -135,7 +135,7 @@ def write_long_samples(root: Path, n: int, words: int, image_size: int = 64, see
 
 
 def _step(model: Any, batch: dict[str, torch.Tensor]) -> None:
-    from vlmtune.train import n_target_tokens, token_loss_sum
+    from vlmtune.train.loop import n_target_tokens, token_loss_sum
 
     n = n_target_tokens(batch)
     loss = token_loss_sum(model, dict(batch)) / max(n, 1)
@@ -144,7 +144,7 @@ def _step(model: Any, batch: dict[str, torch.Tensor]) -> None:
 
 def _train_step(model: Any, batch: dict[str, torch.Tensor], params: list, optimizer: Any,
                 max_grad_norm: float | None) -> None:
-    """One step as ``vlmtune.train`` runs it: forward, backward, clip, AdamW, free gradients."""
+    """One step as ``vlmtune.train.loop`` runs it: forward, backward, clip, AdamW, free gradients."""
     _step(model, batch)
     if max_grad_norm:
         torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
@@ -159,8 +159,8 @@ def measure_training_delta(cfg: RunConfig, steps: int = 3, track_in_use: bool = 
     (:class:`InUsePeak`) above the baseline, which does not depend on what the allocator
     keeps resident (the sampling itself adds Python objects, so measure RSS without it)."""
     from vlmtune.data.collate import Collator
-    from vlmtune.methods import prepare
-    from vlmtune.train import load_split
+    from vlmtune.model.methods import prepare
+    from vlmtune.train.loop import load_split
 
     torch.manual_seed(cfg.train.seed)
     model, processor, family = prepare(cfg, device=torch.device("cpu"))
@@ -197,7 +197,7 @@ def _patch_size(model: Any) -> int:
 
 
 def _current_rss() -> int:
-    from vlmtune.measure import current_rss
+    from vlmtune.train.measure import current_rss
 
     return current_rss()
 

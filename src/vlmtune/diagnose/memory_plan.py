@@ -2,7 +2,7 @@
 
 Why: "does it fit?" is the first question on limited hardware, and trying it costs a
 model download and an out-of-memory crash. Parameters are counted exactly on the meta
-device (:mod:`vlmtune.diagnose.model_shapes`); the rest is arithmetic, itemised so the
+device (:mod:`vlmtune.families.shapes`); the rest is arithmetic, itemised so the
 user sees what dominates. The derivation of every term, its sources and the validation
 against measured memory are in ``docs/memory_plan.md``; in short (bytes; ``wb`` = bytes
 per weight of the load dtype, ``a`` = bytes per activation = ``wb``, but 4 under QLoRA;
@@ -56,7 +56,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 
-from vlmtune.diagnose.model_shapes import ModelShapes, model_shapes  # noqa: F401  (re-export)
+from vlmtune.families.shapes import ModelShapes, model_shapes  # noqa: F401  (re-export)
 from vlmtune.errors import InputError
 
 METHODS = ("full", "lora", "qlora8", "qlora4")

@@ -47,7 +47,7 @@ def base_of(run: Path, base: str | Path | None = None) -> Path:
     """The base model dir: ``base`` if given, else ``model.path`` of ``run/config.yaml``."""
     import yaml
 
-    from vlmtune.loading import resolve_model_path
+    from vlmtune.model.load import resolve_model_path
 
     if base is not None:
         return Path(resolve_model_path(str(base)))
@@ -160,7 +160,7 @@ def plot(rows: list[dict[str, Any]], summary: dict[str, Any], out: Path) -> Path
 def analyse_run(run: str | Path, base: str | Path | None = None, rank: int = 16) -> dict[str, Any]:
     """Compare ``run/model`` with its base; write ``rank.json`` and ``rank_spectrum.png``."""
     from vlmtune.atomic import write_json
-    from vlmtune.diagnose.model_shapes import load_config_any
+    from vlmtune.families.shapes import load_config_any
     from vlmtune.families import get_family
 
     run = Path(run)

@@ -62,7 +62,7 @@ def load_vision(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 def effective_model(run: Path) -> tuple[Any, Any, Any, RunConfig]:
     """The run's model with adapters merged into full-precision weights."""
-    from vlmtune.runs import load_trained
+    from vlmtune.model.trained import load_trained
 
     model, processor, family, cfg = load_trained(run, quantized=False)
     if hasattr(model, "merge_and_unload"):
@@ -73,8 +73,8 @@ def effective_model(run: Path) -> tuple[Any, Any, Any, RunConfig]:
 
 def score_model(model: Any, processor: Any, family: Any, cfg: RunConfig, samples: list) -> dict[str, Any]:
     """Per task: (metric, summary value, per-item scores) from greedy generation on ``samples``."""
-    from vlmtune.evaluate import generate_all, metrics_for, score_records
-    from vlmtune.generate import Generator
+    from vlmtune.evaluate.run import generate_all, metrics_for, score_records
+    from vlmtune.evaluate.generate import Generator
 
     e = cfg.eval
     generator = Generator(model, processor, family, max_new_tokens=e.max_new_tokens)
@@ -102,7 +102,7 @@ def _test_samples(cfg: RunConfig, max_samples: int | None) -> list:
 def probe_run(run: str | Path, *, vision_from: str | Path | None = None, max_samples: int | None = None,
               write: bool = True) -> dict[str, Any]:
     """The 2x2 swap probe of one run; writes ``vision_probe.json`` into the run dir."""
-    from vlmtune.loading import load_base
+    from vlmtune.model.load import load_base
 
     run = Path(run)
     tuned, processor, family, cfg = effective_model(run)

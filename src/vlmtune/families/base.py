@@ -34,7 +34,7 @@ class Family:
     encode: Callable | None = field(default=None, compare=False)
     prompt: Callable | None = field(default=None, compare=False)
     notes: str = ""
-    # Speed features (vlmtune.vision_cache, vlmtune.packing); off where they would not be exact.
+    # Speed features (vlmtune.train.vision_cache, vlmtune.train.packing); off where they would not be exact.
     vision_cache: bool = True  # image features enter only through the decoder's input embeddings
     vision_cache_why: str = ""  # why not, when vision_cache is False
     packing: str | None = None  # "1d" (plain positions) | "mrope" (Qwen 3-D positions) | None: unsupported

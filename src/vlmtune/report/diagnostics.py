@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vlmtune.report.loading import RunData
+from vlmtune.report.read import RunData
 from vlmtune.report.plots import Plot, _color, _figure, _png
 from vlmtune.report.summary import GridView
 
@@ -131,7 +131,7 @@ def rank_plot(view: GridView) -> Plot | None:
 
 def format_findings(view: GridView) -> list[dict[str, Any]]:
     """Warnings and errors of the format check, once per (train, test) pair of trained variants."""
-    from vlmtune.diagnose.format_check import check_format
+    from vlmtune.data.format_check import check_format
 
     seen: set[tuple[str, str]] = set()
     out: list[dict[str, Any]] = []

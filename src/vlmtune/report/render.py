@@ -22,7 +22,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from vlmtune.atomic import write_bytes, write_text
 from vlmtune.report.diagnostics import format_findings, rank_plot, rank_rows, rank_verdict
-from vlmtune.report.loading import load_grid_runs
+from vlmtune.report.read import load_grid_runs
 from vlmtune.report.plots import draw_all
 from vlmtune.report.samples import pick_items
 from vlmtune.report.stats import Z, mean_se

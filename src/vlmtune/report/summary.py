@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vlmtune.report.loading import RunData, find_baseline, primary_metric, tasks_of
+from vlmtune.report.read import RunData, find_baseline, primary_metric, tasks_of
 from vlmtune.report.stats import Estimate, difference, mean_se
 from vlmtune.report.verdict import Entry
 
@@ -39,7 +39,7 @@ class GridView:
     general_task: str | None
     general_metric: str | None
     entries: dict[str, list[Entry]] = field(default_factory=dict)
-    prior: dict[str, Entry] = field(default_factory=dict)  # task -> constant-answer prior (vlmtune.prior)
+    prior: dict[str, Entry] = field(default_factory=dict)  # task -> constant-answer prior (vlmtune.evaluate.prior)
 
     def general_delta(self, name: str) -> Estimate | None:
         """General-set metric of ``name`` minus the baseline's (negative = forgetting)."""

@@ -7,7 +7,7 @@ beyond noise (:func:`vlmtune.report.stats.beyond_noise`: more than 2 standard er
 paired difference). Rules, in order:
 
 1. best vs baseline: the best variant beats the untuned baseline, or nothing does; and
-   whether anything beats the constant-answer prior (:mod:`vlmtune.prior`), when measured;
+   whether anything beats the constant-answer prior (:mod:`vlmtune.evaluate.prior`), when measured;
 2. few-shot: in-context examples vs the baseline, and whether any fine-tune beats them;
 3. full vs LoRA/DoRA: full wins (the task looks high-rank), LoRA wins, or they tie;
 4. rank: the highest LoRA rank vs the lowest;

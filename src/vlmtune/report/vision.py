@@ -19,7 +19,7 @@ import copy
 import json
 from typing import Any
 
-from vlmtune.report.loading import RunData
+from vlmtune.report.read import RunData
 from vlmtune.report.stats import beyond_noise, difference
 from vlmtune.report.summary import GridView, display
 from vlmtune.report.table import DASH, fmt_bytes

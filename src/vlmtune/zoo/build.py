@@ -7,7 +7,7 @@ exact recipe that produced the shipped weights. Every step reuses the library: t
 shapes world (:func:`vlmtune.data.synth.synth`), the tiny-checkpoint builder
 (:func:`vlmtune.testing.build_tiny` gives the locally trained tokenizer, the Qwen2-VL
 processor, chat template and generation config), the ordinary training loop
-(:func:`vlmtune.train.train`, ``method.kind: full``) and the project metrics.
+(:func:`vlmtune.train.loop.train`, ``method.kind: full``) and the project metrics.
 
 Only ``build_tiny``'s *architecture* is resized here: its test models share one width for
 both towers and 16-wide heads, while the zoo model wants a wider language model (256,
@@ -250,8 +250,8 @@ def steps_for_budget(plan: BuildPlan, init_dir: Path, train_jsonl: Path, minutes
     import torch
 
     from vlmtune.data.collate import Collator
-    from vlmtune.methods import prepare
-    from vlmtune.train import load_split, token_loss_sum
+    from vlmtune.model.methods import prepare
+    from vlmtune.train.loop import load_split, token_loss_sum
 
     cfg = run_config(plan, init_dir, train_jsonl, Path("/nonexistent"))
     batch_size = plan.stages[0].batch_size
@@ -285,7 +285,7 @@ def fit_budget(plan: BuildPlan, total_steps: int) -> BuildPlan:
 
 def train_model(plan: BuildPlan, init_dir: Path, train_jsonl: Path, runs_dir: Path, *, stage: int) -> Path:
     """One stage with the vlmtune loop; returns the run directory (``model/`` inside)."""
-    from vlmtune.train import train
+    from vlmtune.train.loop import train
 
     return train(run_config(plan, init_dir, train_jsonl, runs_dir, stage=stage), overwrite=True)
 

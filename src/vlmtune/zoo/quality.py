@@ -3,7 +3,7 @@
 Why here and this small: the model card and ``tests/zoo`` need measured numbers (VQA
 exact match, multiple-choice accuracy, grounding IoU, a few captions) before the
 project evaluator exists; this does only that and may be replaced by
-``vlmtune.evaluate`` later. Scoring uses the project metrics (:mod:`vlmtune.metrics`).
+``vlmtune.evaluate.run`` later. Scoring uses the project metrics (:mod:`vlmtune.metrics`).
 
 Generation follows the released models' usage: chat template with the generation
 prompt, left padding, greedy ``generate``, decode only the new tokens, strip.
@@ -27,7 +27,7 @@ def load_model(path: str | Path) -> tuple[Any, Any]:
     """Model (eval mode, fp32) and processor; zoo names (``vlmtune/...``) resolve first."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from vlmtune.loading import resolve_model_path
+    from vlmtune.model.load import resolve_model_path
 
     path = resolve_model_path(str(path))
     processor = AutoProcessor.from_pretrained(path)

@@ -26,7 +26,7 @@ from torch import nn
 
 from vlmtune.config import ROLES, RunConfig
 from vlmtune.families.base import Family
-from vlmtune.loading import load_base, logical_numel
+from vlmtune.model.load import load_base, logical_numel
 
 
 def prepare(cfg: RunConfig, *, device: torch.device | None = None) -> tuple[nn.Module, Any, Family]:

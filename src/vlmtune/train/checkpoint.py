@@ -79,7 +79,7 @@ def save_checkpoint(folder: Path, step: int, weights: dict[str, torch.Tensor], o
     """Write ``folder/step-NNNNNN`` atomically, then prune to the newest ``keep``.
 
     ``weights`` are the trainable parameters (full, on CPU) and ``optimizer_state`` the
-    optimizer's state dict (see vlmtune.distributed, which gathers both under FSDP)."""
+    optimizer's state dict (see vlmtune.train.distributed, which gathers both under FSDP)."""
     target = Path(folder) / f"step-{step:06d}"
     with staged_dir(target) as tmp:
         save_file(weights, str(tmp / "trainable.safetensors"))

@@ -77,10 +77,10 @@ def learning_curve(config: str | Path, sizes: list[int], *, out: str | Path | No
                    overrides: list[str] | None = None, run: bool = True, **grid_kwargs: Any) -> dict[str, Any]:
     """Train + evaluate at each size, then write learning_curve.json/.png into ``out``.
 
-    ``grid_kwargs`` pass to :func:`vlmtune.compare.run_grid` (``train_fn``, ``evaluate_fn``,
+    ``grid_kwargs`` pass to :func:`vlmtune.compare.run.run_grid` (``train_fn``, ``evaluate_fn``,
     ``console``, ``build``); ``run=False`` only reads the finished runs.
     """
-    from vlmtune.compare import load_grid, run_grid
+    from vlmtune.compare.run import load_grid, run_grid
 
     cfg = load_config(config, overrides or [])
     out = Path(out) if out else Path(cfg.train.out_dir) / f"{cfg.name}-curve"
@@ -96,7 +96,7 @@ def learning_curve(config: str | Path, sizes: list[int], *, out: str | Path | No
 
 def curve_points(out: Path, names: list[str], sizes: list[int]) -> dict[str, Any]:
     """Per task: metric, one point per size (value, s.e., ±noise) and the answer."""
-    from vlmtune.report.loading import load_run, primary_metric, tasks_of
+    from vlmtune.report.read import load_run, primary_metric, tasks_of
 
     runs = [load_run(out / name, True) for name in names]
     tasks: dict[str, Any] = {}

@@ -27,7 +27,7 @@ from vlmtune.errors import InputError
 class ModelShapes:
     """What the memory plan needs. ``quantizable``: language Linear weights a QLoRA base
     stores in 4/8 bit (vision, projector and the LM head stay unquantised, see
-    ``vlmtune.loading``); ``lora_targets``: (in, out) of each default LoRA target."""
+    ``vlmtune.model.load``); ``lora_targets``: (in, out) of each default LoRA target."""
 
     model_type: str
     by_role: dict[str, int]
@@ -62,7 +62,7 @@ def load_config_any(path: str, trust_remote_code: bool = False) -> Any:
     """AutoConfig from a model dir, a ``config.json`` file, a zoo name or a hub id (cache)."""
     from transformers import AutoConfig
 
-    from vlmtune.loading import resolve_model_path
+    from vlmtune.model.load import resolve_model_path
 
     resolved = resolve_model_path(path)
     try:
@@ -77,7 +77,7 @@ def model_shapes(path: str | Path, trust_remote_code: bool = False) -> ModelShap
     from transformers import AutoModelForImageTextToText
 
     from vlmtune.families import get_family
-    from vlmtune.methods import lora_target_names
+    from vlmtune.model.methods import lora_target_names
 
     config = load_config_any(str(path), trust_remote_code)
     family = get_family(config.model_type, source=str(path))

@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vlmtune.atomic import write_text
-from vlmtune.compare_grid import Grid, Variant, load_grid
+from vlmtune.compare.grid import Grid, Variant, load_grid
 from vlmtune.config import RunConfig, dump_config
 from vlmtune.errors import VlmtuneError
 
@@ -55,13 +55,13 @@ def is_finished(variant: Variant) -> bool:
 
 
 def _default_train() -> TrainFn:
-    from vlmtune.train import train
+    from vlmtune.train.loop import train
 
     return train
 
 
 def _default_evaluate() -> EvaluateFn:
-    from vlmtune.evaluate import evaluate
+    from vlmtune.evaluate.run import evaluate
 
     return evaluate
 
@@ -192,7 +192,7 @@ def _grid_record(grid: Grid) -> dict[str, Any]:
 
 def summary_table(grid_dir: Path, status: dict[str, str] | None = None) -> Table:
     """The report's main numbers as a rich table, for the terminal."""
-    from vlmtune.report.loading import load_grid_runs
+    from vlmtune.report.read import load_grid_runs
     from vlmtune.report.summary import summarize
     from vlmtune.report.table import table_rows
 

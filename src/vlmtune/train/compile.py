@@ -31,7 +31,7 @@ from typing import Any
 
 from torch import nn
 
-from vlmtune.flops import registry_name
+from vlmtune.train.flops import registry_name
 
 
 

@@ -13,19 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from vlmtune.config import RunConfig, build_config
+from vlmtune.config import RunConfig
 from vlmtune.errors import RunDirError
-from vlmtune.loading import attach_adapter, load_base, load_processor
-from vlmtune.methods import quantization_of
-
-
-def load_run_config(run: Path) -> RunConfig:
-    path = Path(run) / "config.yaml"
-    if not path.is_file():
-        raise RunDirError(f"{run}: not a vlmtune run directory (no config.yaml)")
-    return build_config(yaml.safe_load(path.read_text()), source=path)
+from vlmtune.model.load import attach_adapter, load_base, load_processor
+from vlmtune.model.methods import quantization_of
+from vlmtune.rundir import load_run_config
 
 
 def load_trained(run: Path, *, quantized: bool = True, device: Any = None) -> tuple[Any, Any, Any, RunConfig]:

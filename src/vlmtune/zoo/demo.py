@@ -23,7 +23,7 @@ import yaml
 
 from vlmtune.atomic import write_text
 
-GRID = Path(__file__).parent / "zoo" / "demo-grid.yaml"
+GRID = Path(__file__).parent / "demo-grid.yaml"
 SYNTH = {"tasks": ("grounding", "vqa", "caption"), "n": 1000, "seed": 1, "image_size": 64}
 
 
@@ -65,7 +65,7 @@ def _stamp() -> str:
 
 
 def run_demo(out: Path, *, console: Any = None) -> Any:
-    from vlmtune.compare import compare
+    from vlmtune.compare.run import compare
 
     out = Path(out)
     data = out / "data"

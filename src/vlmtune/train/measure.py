@@ -1,6 +1,6 @@
 """What a run costs: peak memory, wall time, throughput, FLOPs and MFU. Functions return plain data.
 
-FLOPs per step are model FLOPs (vlmtune.flops), counted from the batch's shapes and the
+FLOPs per step are model FLOPs (vlmtune.train.flops), counted from the batch's shapes and the
 model's real layer sizes; MFU divides the achieved rate by a matmul peak measured here.
 
 Peak memory is the CUDA allocator's max allocated bytes on a GPU, and the process's peak

@@ -76,7 +76,7 @@ def score_prior(records: list[dict], answers: dict[str, str], cfg: Any) -> dict[
     ``record["prior_scores"]`` (per-item scores, for the paired noise estimate) in place.
     Tasks the training set lacks are left out.
     """
-    from vlmtune.evaluate import score_records
+    from vlmtune.evaluate.run import score_records
 
     mine = [r for r in records if r["task"] in answers]
     copies = [{**r, "prediction": answers[r["task"]]} for r in mine]

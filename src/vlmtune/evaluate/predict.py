@@ -14,8 +14,8 @@ from pathlib import Path
 
 from vlmtune.config import ModelConfig
 from vlmtune.errors import InputError
-from vlmtune.generate import Generator
-from vlmtune.loading import attach_adapter, load_base
+from vlmtune.evaluate.generate import Generator
+from vlmtune.model.load import attach_adapter, load_base
 
 
 def _message(prompt: str, n_images: int) -> list[dict]:

@@ -186,7 +186,7 @@ def check_format(train: str | Path, test: str | Path, model: str | None = None, 
         for check in CHECKS:
             findings += check(label, a[ta], b[tb])
     if model is not None:
-        from vlmtune.diagnose.format_template import compare_templates
+        from vlmtune.data.format_template import compare_templates
 
         findings += compare_templates(model, a, b)
     return sorted(findings, key=lambda f: SEVERITIES.index(f.severity))

@@ -24,29 +24,29 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from vlmtune import checkpoint as ckpt
-from vlmtune import distributed as dist
+from vlmtune.train import checkpoint as ckpt
+from vlmtune.train import distributed as dist
 from vlmtune.atomic import dir_bytes, staged_dir, write_json, write_text
-from vlmtune.compile import compile_decoder_layers
+from vlmtune.train.compile import compile_decoder_layers
 from vlmtune.config import RunConfig, build_config, dump_config
 from vlmtune.data.collate import Collator
 from vlmtune.data.dataset import EncodedDataset
 from vlmtune.data.encode import IGNORE, image_token_ids
 from vlmtune.data.mix import mix_general
 from vlmtune.data.schema import load_samples
-from vlmtune.diagnose.format_check import warn_format_mismatch
-from vlmtune.diagnose.vision_share import VisionShare
+from vlmtune.data.format_check import warn_format_mismatch
+from vlmtune.train.vision_share import VisionShare
 from vlmtune.errors import ConfigError, DataError, VlmtuneError
-from vlmtune.loading import BASE_SIGNATURE, base_signature
-from vlmtune.logs import RunLog
-from vlmtune.flops import FlopCounter
-from vlmtune.fused_lora import fuse_lora
-from vlmtune.measure import Throughput, machine_info, peak_memory, reset_peak
-from vlmtune.methods import count_parameters, prepare, trainable_by_role
+from vlmtune.model.load import BASE_SIGNATURE, base_signature
+from vlmtune.train.logs import RunLog
+from vlmtune.train.flops import FlopCounter
+from vlmtune.train.fused_lora import fuse_lora
+from vlmtune.train.measure import Throughput, machine_info, peak_memory, reset_peak
+from vlmtune.model.methods import count_parameters, prepare, trainable_by_role
 from vlmtune.rundir import check_run_dir, open_run_dir
-from vlmtune.packing import check_packing, pack, packed_attention, packed_lengths
-from vlmtune.steps import StepPlan
-from vlmtune.vision_cache import VisionCache, resolve_mode as resolve_vision_cache
+from vlmtune.train.packing import check_packing, pack, packed_attention, packed_lengths
+from vlmtune.train.steps import StepPlan
+from vlmtune.train.vision_cache import VisionCache, resolve_mode as resolve_vision_cache
 
 
 def load_split(cfg: RunConfig, path: str, processor: Any, family: Any, model_config: Any, *,
@@ -127,7 +127,7 @@ def _micro_batch(keys: list[int], data: EncodedDataset, collate: Collator, cache
 
 
 def _attention(model: torch.nn.Module, family: Any, batch: dict[str, Any], packed: bool) -> Any:
-    """Packed rows attend per sample (``vlmtune.packing.segment_attention``), not through a
+    """Packed rows attend per sample (``vlmtune.train.packing.segment_attention``), not through a
     dense ``(T, T)`` block mask; padded batches keep the model's own attention."""
     return packed_attention(model, family, packed_lengths(batch)) if packed else nullcontext()
 

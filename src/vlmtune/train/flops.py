@@ -11,7 +11,7 @@ frozen-base LoRA language model costs ~4N per token (plus the small adapter weig
 gradients), a full fine-tune ~6N, and a frozen vision tower 2N (0 when its features come
 from the vision cache). Attention adds ``4·Lq·Lk·heads·head_dim`` per layer forward
 (every score is computed, masked or not, so padding costs; a packed row pays each sample's
-own square, as ``vlmtune.packing.segment_attention`` computes it) and twice that backward.
+own square, as ``vlmtune.train.packing.segment_attention`` computes it) and twice that backward.
 
 Rows per role: every language-model layer sees every input position (padding included);
 vision-tower layers see each image's patches; projector layers see the image tokens the
@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vlmtune.diagnose.model_shapes import _text_dims, _vision_dims
+from vlmtune.families.shapes import _text_dims, _vision_dims
 
 
 @dataclass

@@ -25,7 +25,7 @@ from vlmtune.data.dataset import EncodedDataset
 from vlmtune.data.encode import image_token_ids
 from vlmtune.data.schema import load_samples
 from vlmtune.errors import RunDirError
-from vlmtune.runs import load_trained
+from vlmtune.model.trained import load_trained
 
 
 def probe_batch(cfg: Any, processor: Any, family: Any, model_config: Any, n: int = 4) -> dict[str, torch.Tensor]:

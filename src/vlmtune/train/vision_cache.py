@@ -52,7 +52,7 @@ def placeholder_id(config: Any) -> int | None:
 
 def resolve_mode(cfg: Any, family: Any) -> str:
     """``train.vision_cache`` with ``auto`` decided: off | memory | disk."""
-    from vlmtune.distributed import strategy
+    from vlmtune.train.distributed import strategy
 
     mode = cfg.train.vision_cache
     # FSDP and ZeRO-3 gather the vision tower's shards on every process in lockstep: a process whose

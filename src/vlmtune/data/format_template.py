@@ -32,8 +32,8 @@ def skeleton(processor: Any, sample: Sample) -> str:
 
 def compare_templates(model: str, train: dict[str, list[Sample]], test: dict[str, list[Sample]]) -> list:
     from vlmtune.config import ModelConfig
-    from vlmtune.diagnose.format_check import Finding
-    from vlmtune.loading import load_processor, resolve_model_path
+    from vlmtune.data.format_check import Finding
+    from vlmtune.model.load import load_processor, resolve_model_path
 
     processor = load_processor(resolve_model_path(model), ModelConfig(path=model))
     out = []

@@ -3,7 +3,7 @@
 Writes ``predictions.jsonl`` (id, task, prompt, prediction, references, per-sample scores,
 format_ok, latency) and ``metrics.json`` (per task: metrics + format compliance; the
 optional general-ability set under ``general``; throughput). When ``data.train`` is set, it
-also scores the constant-answer prior (:mod:`vlmtune.prior`): ``metrics.json["prior"]`` and
+also scores the constant-answer prior (:mod:`vlmtune.evaluate.prior`): ``metrics.json["prior"]`` and
 each test record's ``prior_scores``. The same evaluator serves
 every variant, so the numbers of a baseline and a fine-tune compare directly.
 
@@ -29,7 +29,7 @@ from vlmtune.atomic import write_json, write_jsonl
 from vlmtune.config import RunConfig
 from vlmtune.data.schema import Sample, load_samples, text_of
 from vlmtune.errors import DataError, RunDirError
-from vlmtune.generate import Generation, Generator
+from vlmtune.evaluate.generate import Generation, Generator
 
 DEFAULT_METRICS = {
     "caption": ["bleu4", "cider", "rouge_l"], "vqa": ["exact_match"], "mc": ["mc_accuracy"],
@@ -141,13 +141,13 @@ def _batch_key(sample: Sample) -> tuple[str, int, int]:
 
 def load_model_for_eval(cfg: RunConfig, run: Path | None) -> tuple[Any, Any, Any]:
     if run is not None:
-        from vlmtune.runs import load_trained
+        from vlmtune.model.trained import load_trained
 
         model, processor, family, _ = load_trained(run)
         if cfg.eval.merge and hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()
     else:
-        from vlmtune.loading import load_base
+        from vlmtune.model.load import load_base
 
         model, processor, family = load_base(cfg.model)
     model.eval()
@@ -181,7 +181,7 @@ def evaluate(cfg: RunConfig, *, run: Path | None = None, out: Path, overwrite: b
                               and (Path(run) / "adapter").is_dir(), "merged": bool(e.merge and run),
                               "test": str(test_path), "n": len(records)}
     if cfg.data.train:
-        from vlmtune.prior import constant_answers, score_prior
+        from vlmtune.evaluate.prior import constant_answers, score_prior
 
         train = load_samples(cfg.data.train, root=cfg.data.root, allow_outside_root=cfg.data.allow_outside_root)
         result["prior"] = score_prior(records, constant_answers(train), cfg)
