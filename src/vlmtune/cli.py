@@ -16,6 +16,8 @@ import typer
 from rich.console import Console
 
 from vlmtune.errors import VlmtuneError
+# Function-level imports: every command imports its library module inside its function: `vlmtune
+# --help` and the light commands start without torch/transformers.
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Adapt vision-language models to your task: LoRA, QLoRA and full fine-tunes, measured.")

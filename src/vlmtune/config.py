@@ -122,7 +122,7 @@ class TrainConfig(_Section):
 
 class EvalConfig(_Section):
     """Evaluation: ``metrics`` is a list for every task or a mapping task -> list; tasks
-    not named use the defaults in vlmtune.evaluate.run.DEFAULT_METRICS."""
+    not named use the defaults in vlmtune.evaluate.scoring.DEFAULT_METRICS."""
 
     test: str | None = None  # default: data.val
     general: str | None = None  # general-ability set, scored beside the task (forgetting)

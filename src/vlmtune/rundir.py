@@ -1,6 +1,6 @@
 """The run directory: created once, never overwritten without ``--overwrite``.
 
-Layout (DESIGN.md): ``config.yaml`` (resolved), ``metrics.jsonl``, ``resources.json``,
+Layout (docs/design.md): ``config.yaml`` (resolved), ``metrics.jsonl``, ``resources.json``,
 ``data.json`` (what was skipped), ``adapter/`` or ``model/``, ``checkpoints/``,
 ``events.*`` (TensorBoard), and after eval ``predictions.jsonl`` and ``metrics.json``.
 

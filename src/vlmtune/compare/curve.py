@@ -33,6 +33,8 @@ from vlmtune.errors import InputError
 from vlmtune.report.stats import Z, beyond_noise, difference, mean_se
 from vlmtune.report.summary import display
 from vlmtune.report.verdict import num
+# Function-level imports: matplotlib and the grid runner load only when a curve is drawn or run (CLI
+# start-up).
 
 GRID_FILE = "curve-grid.yaml"
 

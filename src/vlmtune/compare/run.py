@@ -30,8 +30,10 @@ from rich.table import Table
 
 from vlmtune.atomic import write_text
 from vlmtune.compare.grid import Grid, Variant, load_grid
-from vlmtune.config import RunConfig, dump_config
+from vlmtune.config import dump_config
 from vlmtune.errors import VlmtuneError
+# Function-level imports: training, evaluation and the report load only when a grid runs: `vlmtune
+# compare --help` and report-only paths stay light; tests swap the defaults.
 
 __all__ = ["GridOutcome", "Grid", "Variant", "load_grid", "run_grid", "is_finished", "summary_table"]
 
@@ -210,12 +212,3 @@ def summary_table(grid_dir: Path, status: dict[str, str] | None = None) -> Table
 def compare(path: str | Path, **kwargs: Any) -> GridOutcome:
     """Load a grid file and run it (the CLI's ``vlmtune compare``)."""
     return run_grid(load_grid(path), **kwargs)
-
-
-def variant_config(grid: Grid, name: str) -> RunConfig:
-    """The resolved config of one variant by name (for ``vlmtune train`` on one option)."""
-    for v in grid.variants:
-        if v.name == name:
-            return v.cfg
-    raise VlmtuneError(f"{grid.source}: no variant named {name!r} "
-                       f"(variants: {', '.join(v.name for v in grid.variants)})")

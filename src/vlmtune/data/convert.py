@@ -1,4 +1,4 @@
-"""Converters at the edge: other dataset formats -> canonical JSONL (see DESIGN.md).
+"""Converters at the edge: other dataset formats -> canonical JSONL (see docs/design.md).
 
 Nothing else in vlmtune reads a foreign format, so every quirk of LLaVA, ShareGPT,
 InternVL and HF datasets is handled here, once, and a bad record stops the conversion

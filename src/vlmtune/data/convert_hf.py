@@ -37,6 +37,7 @@ from typing import Any
 
 from vlmtune.data.convert_chat import split_markers, to_messages
 from vlmtune.errors import ConfigError, DataError, InputError
+# Function-level imports: `datasets` is optional (the hf extra) and slow to import.
 
 BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".arrow": "arrow",
             ".csv": "csv"}

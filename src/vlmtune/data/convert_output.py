@@ -29,6 +29,7 @@ import tempfile
 from pathlib import Path
 
 from vlmtune.errors import ConfigError, DataError
+# Function-level imports: PIL loads only when an image is checked.
 
 OUTSIDE_POLICIES = ("error", "copy", "keep")
 EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp",

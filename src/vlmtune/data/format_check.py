@@ -29,9 +29,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vlmtune.data.format_template import compare_templates
 from vlmtune.data.schema import Sample, load_samples, text_of
 from vlmtune.errors import DataError
 from vlmtune.metrics.compliance import FORMATS
+# Function-level imports: PIL loads only when image sizes are read.
 
 SEVERITIES = ("error", "warning", "info")
 _LETTER = re.compile(r"^\(?([A-H])\)?[.:)]?$")
@@ -186,9 +188,7 @@ def check_format(train: str | Path, test: str | Path, model: str | None = None, 
         for check in CHECKS:
             findings += check(label, a[ta], b[tb])
     if model is not None:
-        from vlmtune.data.format_template import compare_templates
-
-        findings += compare_templates(model, a, b)
+        findings += [Finding(**f) for f in compare_templates(model, a, b)]
     return sorted(findings, key=lambda f: SEVERITIES.index(f.severity))
 
 

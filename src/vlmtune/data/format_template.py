@@ -15,6 +15,8 @@ import re
 from typing import Any
 
 from vlmtune.data.schema import Sample
+# Function-level imports: transformers (through model.load) loads only when a model is given (CLI
+# start-up).
 
 
 def render_prompt(processor: Any, sample: Sample) -> str:
@@ -30,10 +32,10 @@ def skeleton(processor: Any, sample: Sample) -> str:
     return re.sub(r"\x00", "<text>", text)
 
 
-def compare_templates(model: str, train: dict[str, list[Sample]], test: dict[str, list[Sample]]) -> list:
+def compare_templates(model: str, train: dict[str, list[Sample]], test: dict[str, list[Sample]]) -> list[dict]:
+    """Per shared task, a finding's fields (``format_check.Finding``): same rendered skeleton or not."""
     from vlmtune.config import ModelConfig
-    from vlmtune.data.format_check import Finding
-    from vlmtune.model.load import load_processor, resolve_model_path
+    from vlmtune.model.load import load_processor, resolve_model_path  # transformers: only with --model
 
     processor = load_processor(resolve_model_path(model), ModelConfig(path=model))
     out = []
@@ -42,8 +44,10 @@ def compare_templates(model: str, train: dict[str, list[Sample]], test: dict[str
         ex = [{"side": "train", "id": a.id, "where": a.where, "text": render_prompt(processor, a)},
               {"side": "eval", "id": b.id, "where": b.where, "text": render_prompt(processor, b)}]
         if skeleton(processor, a) != skeleton(processor, b):
-            out.append(Finding("warning", task, "template", f"task {task}: the chat template renders a different "
-                                                            "prompt structure for train and eval (texts masked)", ex))
+            out.append(dict(severity="warning", task=task, aspect="template", examples=ex,
+                            message=f"task {task}: the chat template renders a different prompt structure "
+                                    "for train and eval (texts masked)"))
         else:
-            out.append(Finding("info", task, "template", f"task {task}: same rendered prompt structure", ex))
+            out.append(dict(severity="info", task=task, aspect="template", examples=ex,
+                            message=f"task {task}: same rendered prompt structure"))
     return out

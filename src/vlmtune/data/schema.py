@@ -1,4 +1,4 @@
-"""The canonical sample (DESIGN.md) and its loader, which refuses bad lines clearly.
+"""The canonical sample (docs/design.md) and its loader, which refuses bad lines clearly.
 
 One JSON object per line::
 
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from vlmtune.errors import DataError
+# Function-level imports: PIL loads only when images are opened.
 
 ROLES = ("system", "user", "assistant")
 

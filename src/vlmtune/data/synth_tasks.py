@@ -1,7 +1,7 @@
 """Questions and answers about a shapes-world scene, as canonical samples.
 
 Each builder turns the facts of one :class:`~vlmtune.data.synth_scene.Scene` into one
-canonical sample (see DESIGN.md): ``id``, ``images``, ``messages`` (user turn = image
+canonical sample (see docs/design.md): ``id``, ``images``, ``messages`` (user turn = image
 placeholder + prompt, assistant turn = ``answers[0]``), ``task``, ``answers``; multiple
 choice adds ``options``. Questions are only asked when the scene makes the answer
 unambiguous (a unique shape, disjoint extents for left/right or above/below).

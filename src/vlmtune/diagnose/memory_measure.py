@@ -39,6 +39,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from vlmtune.config import RunConfig
+# Function-level imports: the measurement needs the training stack; planning does not (CLI start-
+# up).
 
 WORDS = ("red", "blue", "green", "circle", "square", "triangle", "left", "right", "above", "below",
          "small", "large", "shape", "image", "one", "two", "three", "yes", "no")

@@ -4,7 +4,7 @@ Why: LoRA constrains each update ΔW = W_tuned - W_base to rank r. The best rank
 approximation of ΔW (Eckart-Young) keeps the energy ``sum(s[:r]**2) / sum(s**2)`` of its
 singular values ``s``; if r = 16 keeps most of the energy of a full fine-tune's update,
 LoRA r=16 can in principle reach the same place, if not the task needs a high-rank update
-(the question "LoRA vs full" in DESIGN.md, answered from one full run).
+(the question "LoRA vs full" in docs/design.md, answered from one full run).
 
 Reads ``RUN/config.yaml`` (``model.path``: the base, a dir or a zoo name) and
 ``RUN/model/*.safetensors``; compares every 2-D language-model projection
@@ -25,6 +25,8 @@ from typing import Any
 import torch
 
 from vlmtune.errors import InputError, RunDirError
+# Function-level imports: safetensors/matplotlib and the model loader load only when a run is
+# analysed (CLI start-up).
 
 RANKS = (1, 2, 4, 8, 16, 64)
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

@@ -36,6 +36,7 @@ from vlmtune.errors import DataError, InputError
 from vlmtune.report.stats import beyond_noise, difference
 from vlmtune.report.summary import display
 from vlmtune.report.verdict import num
+# Function-level imports: the evaluation stack loads only when a probe runs (CLI start-up).
 
 SIDES = ("vision", "projector")
 
@@ -73,7 +74,8 @@ def effective_model(run: Path) -> tuple[Any, Any, Any, RunConfig]:
 
 def score_model(model: Any, processor: Any, family: Any, cfg: RunConfig, samples: list) -> dict[str, Any]:
     """Per task: (metric, summary value, per-item scores) from greedy generation on ``samples``."""
-    from vlmtune.evaluate.run import generate_all, metrics_for, score_records
+    from vlmtune.evaluate.run import generate_all
+    from vlmtune.evaluate.scoring import metrics_for, score_records
     from vlmtune.evaluate.generate import Generator
 
     e = cfg.eval

@@ -16,6 +16,7 @@ from vlmtune.config import ModelConfig
 from vlmtune.errors import InputError
 from vlmtune.evaluate.generate import Generator
 from vlmtune.model.load import attach_adapter, load_base
+# Function-level imports: PIL loads only when images are opened.
 
 
 def _message(prompt: str, n_images: int) -> list[dict]:

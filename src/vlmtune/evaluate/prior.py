@@ -29,6 +29,7 @@ from statistics import median
 from typing import Any
 
 from vlmtune.data.schema import Sample
+from vlmtune.evaluate.scoring import score_records
 from vlmtune.metrics.boxes import parse_box
 from vlmtune.metrics.compliance import TASK_FORMATS
 
@@ -76,8 +77,6 @@ def score_prior(records: list[dict], answers: dict[str, str], cfg: Any) -> dict[
     ``record["prior_scores"]`` (per-item scores, for the paired noise estimate) in place.
     Tasks the training set lacks are left out.
     """
-    from vlmtune.evaluate.run import score_records
-
     mine = [r for r in records if r["task"] in answers]
     copies = [{**r, "prediction": answers[r["task"]]} for r in mine]
     summary = score_records(copies, cfg)

@@ -8,7 +8,8 @@ each test record's ``prior_scores``. The same evaluator serves
 every variant, so the numbers of a baseline and a fine-tune compare directly.
 
 Metrics per task come from ``eval.metrics`` (a list for every task, or a mapping
-task -> list); tasks not named there use :data:`DEFAULT_METRICS`.
+task -> list); tasks not named there use
+:data:`vlmtune.evaluate.scoring.DEFAULT_METRICS`.
 
 Example:
     >>> result = evaluate(cfg, run=Path("runs/shapes-lora"), out=Path("runs/shapes-lora"))  # doctest: +SKIP
@@ -30,20 +31,9 @@ from vlmtune.config import RunConfig
 from vlmtune.data.schema import Sample, load_samples, text_of
 from vlmtune.errors import DataError, RunDirError
 from vlmtune.evaluate.generate import Generation, Generator
-
-DEFAULT_METRICS = {
-    "caption": ["bleu4", "cider", "rouge_l"], "vqa": ["exact_match"], "mc": ["mc_accuracy"],
-    "mc_text": ["exact_match"], "grounding": ["iou"], "text": ["anls"], "docvqa": ["anls"],
-    "chartqa": ["relaxed_accuracy"], "vqav2": ["vqa_accuracy"], "occupancy": ["voxel_iou"],
-}
-
-
-def metrics_for(task: str, cfg: RunConfig) -> list[str]:
-    chosen = cfg.eval.metrics
-    if isinstance(chosen, dict):
-        return list(chosen.get(task) or DEFAULT_METRICS.get(task, ["exact_match"]))
-    return list(chosen) or DEFAULT_METRICS.get(task, ["exact_match"])
-
+from vlmtune.evaluate.scoring import metrics_for, score_records
+# Function-level imports: model loading (transformers, peft) happens only when generating, not when
+# scoring records.
 
 def _load_eval_set(path: str, cfg: RunConfig) -> list[Sample]:
     samples = load_samples(path, root=cfg.data.root, allow_outside_root=cfg.data.allow_outside_root,
@@ -85,28 +75,6 @@ def _records(samples: list[Sample], generations: list[Any]) -> list[dict]:
              "prompt": g.prompt, "prediction": g.text, "references": s.answers, "answers": s.answers,
              "options": s.options, "latency_s": g.latency_s}
             for s, g in zip(samples, generations)]
-
-
-def score_records(records: list[dict], cfg: RunConfig) -> dict[str, dict[str, Any]]:
-    """Per task: metric summary, format compliance, n. Adds per-sample scores in place."""
-    from vlmtune.metrics import format_compliance, score
-    from vlmtune.metrics.compliance import TASK_FORMATS
-
-    by_task: dict[str, list[dict]] = {}
-    for rec in records:
-        by_task.setdefault(rec["task"], []).append(rec)
-    out: dict[str, dict[str, Any]] = {}
-    for task, recs in sorted(by_task.items()):
-        inputs = [{k: r[k] for k in ("id", "prediction", "answers", "options") if r.get(k) is not None}
-                  for r in recs]
-        summary, per_sample = score(inputs, metrics_for(task, cfg))
-        fmt = TASK_FORMATS.get(task, "text")
-        compliance = format_compliance(fmt, [r["prediction"] for r in recs])
-        for rec, scores in zip(recs, per_sample):
-            rec["scores"] = scores
-            rec["format_ok"] = format_compliance(fmt, [rec["prediction"]]) == 1.0
-        out[task] = {"n": len(recs), **summary, "format": fmt, "format_compliance": compliance}
-    return out
 
 
 def generate_all(generator: Generator, samples: list[Sample], pool: list[Sample], cfg: RunConfig,

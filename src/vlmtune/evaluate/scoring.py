@@ -1,4 +1,6 @@
-"""``vlmtune score``: score predictions made anywhere (another model, a serving engine).
+"""Scoring in one place: the metrics of each task (:data:`DEFAULT_METRICS`, ``eval.metrics``),
+scoring an evaluation's records (used by ``evaluate.run`` and ``evaluate.prior``), and
+``vlmtune score`` for predictions made anywhere (another model, a serving engine).
 
 Input: JSONL, one object per line with ``id``, ``prediction``, ``answers`` (list of
 references) and, for multiple choice, ``options`` (option texts lettered A, B, C… in
@@ -12,10 +14,45 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from vlmtune.atomic import write_jsonl
+from vlmtune.config import RunConfig
 from vlmtune.data.schema import iter_jsonl
 from vlmtune.errors import DataError
+from vlmtune.metrics import format_compliance, score
+from vlmtune.metrics.compliance import TASK_FORMATS
+
+DEFAULT_METRICS = {
+    "caption": ["bleu4", "cider", "rouge_l"], "vqa": ["exact_match"], "mc": ["mc_accuracy"],
+    "mc_text": ["exact_match"], "grounding": ["iou"], "text": ["anls"], "docvqa": ["anls"],
+    "chartqa": ["relaxed_accuracy"], "vqav2": ["vqa_accuracy"], "occupancy": ["voxel_iou"],
+}
+
+
+def metrics_for(task: str, cfg: RunConfig) -> list[str]:
+    chosen = cfg.eval.metrics
+    if isinstance(chosen, dict):
+        return list(chosen.get(task) or DEFAULT_METRICS.get(task, ["exact_match"]))
+    return list(chosen) or DEFAULT_METRICS.get(task, ["exact_match"])
+
+def score_records(records: list[dict], cfg: RunConfig) -> dict[str, dict[str, Any]]:
+    """Per task: metric summary, format compliance, n. Adds per-sample scores in place."""
+    by_task: dict[str, list[dict]] = {}
+    for rec in records:
+        by_task.setdefault(rec["task"], []).append(rec)
+    out: dict[str, dict[str, Any]] = {}
+    for task, recs in sorted(by_task.items()):
+        inputs = [{k: r[k] for k in ("id", "prediction", "answers", "options") if r.get(k) is not None}
+                  for r in recs]
+        summary, per_sample = score(inputs, metrics_for(task, cfg))
+        fmt = TASK_FORMATS.get(task, "text")
+        compliance = format_compliance(fmt, [r["prediction"] for r in recs])
+        for rec, scores in zip(recs, per_sample):
+            rec["scores"] = scores
+            rec["format_ok"] = format_compliance(fmt, [rec["prediction"]]) == 1.0
+        out[task] = {"n": len(recs), **summary, "format": fmt, "format_compliance": compliance}
+    return out
 
 
 def read_prediction_file(path: Path) -> list[dict]:
@@ -40,8 +77,6 @@ def read_prediction_file(path: Path) -> list[dict]:
 
 
 def score_file(path: Path, metrics: list[str], per_sample: Path | None = None) -> dict:
-    from vlmtune.metrics import score
-
     records = read_prediction_file(path)
     inputs = [{k: r[k] for k in ("id", "prediction", "answers", "options", "question") if k in r}
               for r in records]

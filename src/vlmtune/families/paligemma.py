@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from vlmtune.families.base import Family
+# Function-level imports: data.encode types are needed only when PaliGemma builds its labels (up-
+# import kept lazy).
 
 
 def _user_text(messages: list[dict]) -> str:

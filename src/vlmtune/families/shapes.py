@@ -21,6 +21,8 @@ import torch
 from torch import nn
 
 from vlmtune.errors import InputError
+# Function-level imports: transformers and the model loader load only when shapes are read (CLI
+# start-up).
 
 
 @dataclass
@@ -94,10 +96,10 @@ def model_shapes(path: str | Path, trust_remote_code: bool = False) -> ModelShap
     modules = dict(model.named_modules())
     targets = [(modules[n].in_features, modules[n].out_features)
                for n in lora_target_names(model, family, ["language"], None)]
-    dims = _text_dims(config)
+    dims = text_dims(config)
     return ModelShapes(model_type=config.model_type, by_role=by_role, total=sum(by_role.values()),
                        quantizable=quantizable, quantizable_rows=rows, lora_targets=targets,
-                       **dims, vision=_vision_dims(config), **_layer_norms(model, family, dims),
+                       **dims, vision=vision_dims(config), **_layer_norms(model, family, dims),
                        **_sliding(config, dims["layers"]), always_masked=config.model_type in ALWAYS_MASKED)
 
 
@@ -129,7 +131,7 @@ def _layer_norms(model: nn.Module, family: Any, dims: dict[str, int]) -> dict[st
     return {"hidden_norms": hidden or 2, "head_norms": head > 0}
 
 
-def _text_dims(config: Any) -> dict[str, int]:
+def text_dims(config: Any) -> dict[str, int]:
     text = config.get_text_config()
     heads = text.num_attention_heads
     return {"hidden": text.hidden_size, "intermediate": text.intermediate_size,
@@ -139,7 +141,7 @@ def _text_dims(config: Any) -> dict[str, int]:
             "vocab": text.vocab_size}
 
 
-def _vision_dims(config: Any) -> dict[str, int]:
+def vision_dims(config: Any) -> dict[str, int]:
     """Width, MLP width and depth of the vision encoder (config field names differ per
     family: ``embed_dim``/``hidden_size``, ``depth``/``num_hidden_layers``...)."""
     vision = getattr(config, "vision_config", None)

@@ -30,6 +30,7 @@ import io
 import shutil
 
 from .base import MissingDependencyError, PerSample, Summary, select
+# Function-level imports: pycocoevalcap is optional (the eval extra) and needs Java.
 
 BLEU = ("bleu1", "bleu2", "bleu3", "bleu4")
 NAMES = BLEU + ("meteor", "rouge_l", "cider")

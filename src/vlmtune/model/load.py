@@ -22,6 +22,8 @@ from vlmtune.config import ModelConfig
 from vlmtune.errors import InputError
 from vlmtune.families import get_family
 from vlmtune.families.base import Family
+# Function-level imports: transformers/peft load only when a model is loaded: the config and zoo
+# helpers stay light.
 
 
 def resolve_model_path(path: str) -> str:

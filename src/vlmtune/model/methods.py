@@ -27,6 +27,7 @@ from torch import nn
 from vlmtune.config import ROLES, RunConfig
 from vlmtune.families.base import Family
 from vlmtune.model.load import load_base, logical_numel
+# Function-level imports: peft loads only when adapters are attached.
 
 
 def prepare(cfg: RunConfig, *, device: torch.device | None = None) -> tuple[nn.Module, Any, Family]:

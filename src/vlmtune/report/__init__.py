@@ -3,7 +3,7 @@
 Why: the grid's question ("which option, at what cost?") is answered by one page that
 anyone can open offline or read in a repository: a table, four plots, a few outputs side
 by side and a verdict citing the numbers. It is built only from the run directories'
-artefacts (DESIGN.md), so ``vlmtune report GRID_DIR`` rebuilds it at any time.
+artefacts (docs/design.md), so ``vlmtune report GRID_DIR`` rebuilds it at any time.
 
 Pipeline: :mod:`.loading` (run dirs -> RunData) -> :mod:`.summary` (entries, noise) ->
 :mod:`.table`, :mod:`.plots`, :mod:`.samples`, :mod:`.verdict` -> :mod:`.render` (jinja2).
@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
+# Function-level imports: matplotlib/jinja2 load only when a report is rendered (CLI start-up).
 
 __all__ = ["build_report"]
 

@@ -26,6 +26,7 @@ from typing import Any
 from vlmtune.report.read import RunData
 from vlmtune.report.plots import Plot, _color, _figure, _png
 from vlmtune.report.summary import GridView
+# Function-level imports: the format check and rank thresholds load only when their sections render.
 
 RANK_FILE = "rank.json"
 

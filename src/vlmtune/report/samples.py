@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vlmtune.report.summary import GridView
+# Function-level imports: PIL loads only when sample images are embedded.
 
 THUMB = 160  # px, longest side
 

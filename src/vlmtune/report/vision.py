@@ -1,6 +1,6 @@
 """The report's vision-tower section: what the tower costs per variant, and whether training it pays.
 
-Why: "is the vision encoder the bottleneck?" (DESIGN.md) has a quality side and a cost
+Why: "is the vision encoder the bottleneck?" (docs/design.md) has a quality side and a cost
 side. Quality: a variant that trains the vision tower (LoRA on it, or fully) against a
 *matched* frozen-vision variant, one whose config is identical once the vision settings
 are removed (so LoRA r=16 + full vision is compared with LoRA r=16 alone, never with a

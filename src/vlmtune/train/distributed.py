@@ -30,6 +30,7 @@ import torch
 
 from vlmtune.config import RunConfig
 from vlmtune.errors import ConfigError
+# Function-level imports: accelerate and deepspeed load only when several processes run.
 
 ENV_FSDP, ENV_DEEPSPEED = "ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"
 

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vlmtune.families.shapes import _text_dims, _vision_dims
+from vlmtune.families.shapes import text_dims, vision_dims
 
 
 @dataclass
@@ -79,9 +79,9 @@ class FlopCounter:
     def __init__(self, model: nn.Module, family: Any):
         config = getattr(model, "config", None)
         self.costs = role_costs(model, family)
-        text = _text_dims(config)
+        text = text_dims(config)
         self.text_attn = text["layers"] * text["heads"] * text["head_dim"]
-        vision = _vision_dims(config)
+        vision = vision_dims(config)
         self.vision_attn = vision.get("layers", 0) * vision.get("width", 0)
         self.patch = vision.get("patch", 14)
         self.image_id = next((v for a in ("image_token_id", "image_token_index")

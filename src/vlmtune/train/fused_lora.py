@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 from torch import nn
+# Function-level imports: peft's LoRA layer class loads only when adapters are fused.
 
 
 def fuse_lora(model: nn.Module) -> int:

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from vlmtune.atomic import write_jsonl
+# Function-level imports: TensorBoard's writer is slow to import and loads only when a run logs.
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -47,6 +47,7 @@ from vlmtune.rundir import check_run_dir, open_run_dir
 from vlmtune.train.packing import check_packing, pack, packed_attention, packed_lengths
 from vlmtune.train.steps import StepPlan
 from vlmtune.train.vision_cache import VisionCache, resolve_mode as resolve_vision_cache
+# Function-level imports: transformers' logging is adjusted only inside a run.
 
 
 def load_split(cfg: RunConfig, path: str, processor: Any, family: Any, model_config: Any, *,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
+# Function-level imports: transformers loads only to read a model's config during measurement.
 
 
 @lru_cache(maxsize=None)

@@ -38,6 +38,7 @@ from torch import nn
 
 from vlmtune.data.encode import IGNORE
 from vlmtune.errors import ConfigError
+# Function-level imports: transformers' attention registry loads only when packing is on.
 
 
 def check_packing(enabled: bool, family: Any) -> None:

@@ -36,6 +36,8 @@ from torch import nn
 
 from vlmtune.atomic import write_bytes
 from vlmtune.errors import ConfigError
+# Function-level imports: safetensors and the distributed helpers load only for the disk cache /
+# several processes.
 
 # Batch keys only the vision tower reads; dropped when every example of a batch is cached.
 PIXEL_KEYS = ("pixel_values", "pixel_attention_mask")

@@ -35,6 +35,8 @@ from typing import Any
 from vlmtune.atomic import write_text
 from vlmtune.data.synth_tasks import NUMBER_WORDS
 from vlmtune.zoo.vision_pretrain import VisionStage
+# Function-level imports: the build's heavy stack (torch, transformers, the training loop) loads
+# only when a build runs (CLI start-up).
 
 FAMILY = "qwen2_vl"
 

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from vlmtune.atomic import write_text
+# Function-level imports: the grid runner loads only when the demo runs (CLI start-up).
 
 GRID = Path(__file__).parent / "demo-grid.yaml"
 SYNTH = {"tasks": ("grounding", "vqa", "caption"), "n": 1000, "seed": 1, "image_size": 64}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+# Function-level imports: torch/transformers load only when quality is scored.
 
 METRIC_OF = {"vqa": "exact_match", "mc": "mc_accuracy", "grounding": "iou"}
 

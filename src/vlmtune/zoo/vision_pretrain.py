@@ -46,6 +46,7 @@ from typing import Any
 import torch
 
 from vlmtune.data.synth_scene import COLOURS, KINDS, Scene, _mask, render_scene
+# Function-level imports: transformers loads only when stage 0 runs.
 
 COLOUR_NAMES = tuple(sorted(COLOURS))
 COVERED = 0.05  # share of a cell's pixels from which a shape labels the cell
