@@ -5,15 +5,18 @@ and the VQA normalisation; tests/metrics/ checks that claim against the values t
 script writes to tests/metrics/reference_values.json. vlmtune is never imported here.
 
 Run it in a scratch venv (the references' full dependency sets are huge, so lmms-eval
-and ms-vlmeval are installed without dependencies and only the modules needed are
+(and VLMEvalKit, from a checkout) are used without dependencies and only the modules needed are
 imported, with their package ``__init__`` files and lmms-eval's metric registry stubbed;
 the metric code itself runs unmodified)::
 
     python3 -m venv /tmp/refvenv && . /tmp/refvenv/bin/activate
     pip install pycocoevalcap==1.2 torch==2.14.1 torchvision==0.29.1 numpy \
         loguru sacrebleu pandas huggingface_hub sty validators filelock pillow tqdm
-    pip install --no-deps lmms-eval==0.7.3 ms-vlmeval==0.0.20
-    python scripts/reference_metrics/compute_reference.py   # needs `java` on PATH
+    pip install --no-deps lmms-eval==0.7.3
+    # VLMEvalKit at the pinned commit (its verbose-answer rule, #1552, is in no PyPI release):
+    git clone https://github.com/open-compass/VLMEvalKit /tmp/VLMEvalKit
+    git -C /tmp/VLMEvalKit checkout e8e78f05f3080fe28154f2130321f17951c3be94
+    python scripts/reference_metrics/compute_reference.py --vlmevalkit /tmp/VLMEvalKit  # needs java
 
 Example:
     python scripts/reference_metrics/compute_reference.py --out /tmp/ref.json
@@ -54,6 +57,10 @@ MC_PREDICTIONS = [
     "A.", "E", "The answer is B.\n\nExplanation: the shape is blue.", "B\n", "  C  ",
     "It is the yellow star, definitely the yellow star.", "D) yellow star", "B, C",
     "A blue square is shown", "Answer: (D) yellow star",
+    # VLMEvalKit's verbose-answer fallback (#1552): any case, A-D, first match, no word boundary
+    "the answer is b", "The correct answer is **C**. Here's why: A and B are wrong.",
+    "Answer is d", "I think the answer is apple", "The answer is E", "B and C; the answer is B",
+    "correct answer is  **B**", "the answer is: B", "My answer is B, not C or D",
 ]
 MC_EXTRA = [  # (prediction, options, gold letter)
     ("日本", ["café au lait", "naïve", "résumé", "日本"], "D"),
@@ -129,6 +136,9 @@ CAPTION_SETS = {
 }
 
 
+VLMEVALKIT_COMMIT = "e8e78f05f3080fe28154f2130321f17951c3be94"  # 2026-08-18
+
+
 def _stub_package(name: str) -> None:
     """Register ``name`` as a package without running its ``__init__`` (heavy imports)."""
     top = name.split(".")[0]
@@ -142,7 +152,7 @@ def _stub_package(name: str) -> None:
 
 
 def load_references() -> types.SimpleNamespace:
-    """Import the reference functions from the installed lmms-eval and ms-vlmeval wheels."""
+    """Import the reference functions from the lmms-eval wheel and the VLMEvalKit checkout."""
     for name in ["vlmeval", "vlmeval.dataset", "vlmeval.dataset.utils", "lmms_eval.api",
                  "lmms_eval.tasks", "lmms_eval.tasks._task_utils"]:
         _stub_package(name)
@@ -278,20 +288,25 @@ def caption_values() -> dict:
     return out
 
 
-def versions() -> dict:
-    names = ["lmms-eval", "ms-vlmeval", "pycocoevalcap", "torch", "torchvision", "numpy"]
+def versions(vlmevalkit: str) -> dict:
+    names = ["lmms-eval", "pycocoevalcap", "torch", "torchvision", "numpy"]
     java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr
+    commit = subprocess.run(["git", "-C", vlmevalkit, "rev-parse", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or VLMEVALKIT_COMMIT
     return {"python": sys.version.split()[0], "java": java.splitlines()[0],
-            **{n: md.version(n) for n in names}}
+            "vlmevalkit": commit, **{n: md.version(n) for n in names}}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "tests/metrics/reference_values.json"))
+    parser.add_argument("--vlmevalkit", required=True,
+                        help=f"a VLMEvalKit checkout at commit {VLMEVALKIT_COMMIT}")
     args = parser.parse_args()
+    sys.path.insert(0, args.vlmevalkit)
     ref = load_references()
     values = {"generated_by": "scripts/reference_metrics/compute_reference.py",
-              "versions": versions(), "anls": anls_values(ref), "mc_accuracy": mc_values(ref),
+              "versions": versions(args.vlmevalkit), "anls": anls_values(ref), "mc_accuracy": mc_values(ref),
               "vqa_accuracy": vqa_values(ref), "relaxed_accuracy": relaxed_values(ref),
               "exact_match": exact_values(ref), "iou": box_values(), "voxel_iou": voxel_values(),
               "caption": caption_values()}

@@ -1,4 +1,4 @@
-"""ANLS against lmms-eval 0.7.3 and VLMEvalKit (ms-vlmeval 0.0.20) on edge cases."""
+"""ANLS against lmms-eval 0.7.3 and VLMEvalKit (commit e8e78f05) on edge cases."""
 
 import json
 from pathlib import Path

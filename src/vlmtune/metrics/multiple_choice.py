@@ -5,7 +5,8 @@ answering; leaderboards decide this with VLMEvalKit's ``can_infer`` when no judg
 is used (``exact_matching``), so we do the same, and count the answers where no letter
 could be extracted (a format-compliance signal: fine-tuning on option *text* makes models
 stop answering with letters). Matched: ``vlmeval.utils.matching_util.can_infer`` and
-``vlmeval.dataset.utils.multiple_choice.eval_vanilla(model=None)`` of ms-vlmeval 0.0.20.
+``vlmeval.dataset.utils.multiple_choice.eval_vanilla(model=None)`` of VLMEvalKit at commit
+e8e78f05 (2026-08-18; the verbose-answer rule of #1552 is not in a PyPI release).
 
 Extraction of the prediction ``p`` given options lettered ``A, B, …`` in order:
 
@@ -13,7 +14,8 @@ Extraction of the prediction ``p`` given options lettered ``A, B, …`` in order
    ``Z`` (no letter). Otherwise replace each of ``.()[],:;!*#{}`` by a space and split on
    whitespace. If exactly one option letter appears as a whole token (case-sensitive:
    ``b`` is not a letter) and its first occurrence is among the last 4 tokens, that is
-   the answer. If no option letter appears and ``Z`` does, the answer is ``Z``.
+   the answer. If no option letter appears and ``Z`` does, the answer is ``Z``. Otherwise
+   the first ``answer is X`` / ``correct answer is **X**`` (any case, X in ``A``-``D``) gives X.
 2. text: otherwise, if ``len(p) <= 2 * total length of the option texts`` and exactly one
    option text occurs in ``p`` (case-insensitive substring), that option is the answer.
 3. otherwise: no letter (``mc_no_letter`` counts 1 and 2's failures and ``Z``).
@@ -31,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 import string
 
 from ..errors import InputError
@@ -41,6 +44,10 @@ REFUSALS = ("Sorry, I can't help with images of people yet.", "I can't process t
 API_FAILURE = "Failed to obtain answer via API"
 _SEPARATORS = str.maketrans({c: " " for c in ".()[],:;!*#{}"})
 DEFAULT_LETTERS = "ABCD"
+# VLMEvalKit's fallback for verbose answers ("The correct answer is **B**. Here's why"), taken
+# when the tokens give no letter. As upstream: A-D only, any case, no word boundary after the
+# letter (so "the answer is apple" reads as A), first match in the text.
+_VERBOSE_ANSWER = re.compile(r"(?i)(?:correct\s+)?answer\s+is\s+\**([ABCD])\**")
 
 
 def letter_from_tokens(prediction: str, letters: str) -> str | None:
@@ -56,11 +63,13 @@ def letter_from_tokens(prediction: str, letters: str) -> str | None:
         return "Z"
     tokens = prediction.translate(_SEPARATORS).split()
     present = [c for c in letters if c in tokens]
-    if len(present) == 1:
-        letter = present[0]
-        return letter if tokens.index(letter) > len(tokens) - 5 else None
+    if len(present) == 1 and tokens.index(present[0]) > len(tokens) - 5:
+        return present[0]
     if not present and "Z" in tokens:
         return "Z"
+    verbose = _VERBOSE_ANSWER.search(prediction)
+    if verbose and verbose.group(1).upper() in letters:
+        return verbose.group(1).upper()
     return None
 
 
