@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-import torch.nn.functional as F
 import yaml
 
 from vlmtune.train import checkpoint as ckpt
@@ -39,6 +38,7 @@ from vlmtune.train.vision_share import VisionShare
 from vlmtune.errors import ConfigError, DataError, VlmtuneError
 from vlmtune.model.load import BASE_SIGNATURE, base_signature
 from vlmtune.train.logs import RunLog
+from vlmtune.train.loss import n_target_tokens, token_loss_sum
 from vlmtune.train.flops import FlopCounter
 from vlmtune.train.fused_lora import fuse_lora
 from vlmtune.train.measure import Throughput, machine_info, peak_memory, reset_peak
@@ -64,20 +64,6 @@ def load_split(cfg: RunConfig, path: str, processor: Any, family: Any, model_con
         raise DataError(f"no sample fits data.max_length={cfg.data.max_length} "
                         f"(skipped: {dict(data.skipped)})", file=path)
     return data
-
-
-def token_loss_sum(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Summed next-token cross-entropy over labelled positions. ``use_cache=False``: the
-    language model reads ``use_cache`` from its own text config, which stays True, and
-    would otherwise copy every layer's keys and values into a cache no one reads."""
-    labels = batch.pop("labels")
-    logits = model(**{"use_cache": False, **batch}).logits  # decoders may default to a KV cache
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
-                           ignore_index=IGNORE, reduction="sum")
-
-
-def n_target_tokens(batch: dict[str, torch.Tensor]) -> int:
-    return int((batch["labels"][:, 1:] != IGNORE).sum())
 
 
 @torch.no_grad()
