@@ -75,20 +75,17 @@ def _as_list(value: Any) -> list[int]:
 
 
 def _end_of_turn_id(processor: Any, family: Family) -> int | None:
-    """The token that closes an assistant turn in the chat template (e.g. ``<|im_end|>``).
+    """The token that closes an assistant turn in the chat template (e.g. ``<|im_end|>``):
+    the first special token of the end-of-turn text training labels, so generation stops
+    where training taught the model to stop."""
+    from vlmtune.data.chat_template import TemplateRefused, template_info
 
-    Found by rendering a one-word answer and taking the first special token after it, so
-    generation stops where training taught the model to stop.
-    """
     if family.prompt is not None or not getattr(processor, "chat_template", None):
         return None
-    msgs = [{"role": "user", "content": [{"type": "text", "text": "q"}]},
-            {"role": "assistant", "content": [{"type": "text", "text": "zebra"}]}]
     try:
-        text = processor.apply_chat_template(msgs, tokenize=False)
-    except Exception:  # noqa: BLE001 - a template that cannot render this has no usable marker
+        tail = template_info(processor).end_of_turn
+    except TemplateRefused:
         return None
-    tail = text[text.rfind("zebra") + len("zebra"):]
     tok = processor.tokenizer
     special = set(tok.all_special_ids) | {i for i, t in tok.added_tokens_decoder.items() if t.special}
     for token_id in tok(tail, add_special_tokens=False)["input_ids"]:
