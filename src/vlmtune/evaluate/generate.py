@@ -49,13 +49,8 @@ class Generator:
 
     @torch.no_grad()
     def __call__(self, conversations: list[list[dict]], images: list[list[Any]]) -> list[Generation]:
-        prompts = [prompt_text(self.processor, self.family, c) for c in conversations]
+        prompts, batch = prompt_inputs(self.processor, self.family, conversations, images)
         tok = self.processor.tokenizer
-        side, tok.padding_side = tok.padding_side, "left"
-        try:
-            batch = call_processor(self.processor, [Rendered(p, []) for p in prompts], images, padding=True)
-        finally:
-            tok.padding_side = side
         device = next(self.model.parameters()).device
         inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         start = time.perf_counter()
@@ -66,6 +61,20 @@ class Generator:
         per = elapsed / len(prompts)
         pad = tok.pad_token_id
         return [Generation(p, t.strip(), per, int((row != pad).sum())) for p, t, row in zip(prompts, texts, new)]
+
+
+def prompt_inputs(processor: Any, family: Family, conversations: list[list[dict]],
+                  images: list[list[Any]]) -> tuple[list[str], Any]:
+    """Prompt texts and the left-padded processor batch the model generates from; each row's
+    ids are the training sequence's ids before its answer (see ``prompt_text``)."""
+    prompts = [prompt_text(processor, family, c) for c in conversations]
+    tok = processor.tokenizer
+    side, tok.padding_side = tok.padding_side, "left"
+    try:
+        batch = call_processor(processor, [Rendered(p) for p in prompts], images, padding=True)
+    finally:
+        tok.padding_side = side
+    return prompts, batch
 
 
 def _as_list(value: Any) -> list[int]:
