@@ -9,22 +9,13 @@ from PIL import Image
 from transformers import AutoProcessor
 
 from vlmtune.data.chat_template import template_info
-from vlmtune.data.encode import IGNORE, call_processor, encode_sample, labelled_tokens, prompt_text, Rendered
+from vlmtune.data.encode import IGNORE, Rendered, call_processor, encode_sample, labelled_tokens, prompt_text
 from vlmtune.data.label_check import labelled_runs
 from vlmtune.data.schema import Sample
 from vlmtune.errors import DataError
 from vlmtune.families import get_family
+from vlmtune.testing.templates import LLAVA_TRAILING_SPACE as TRAILING_SPACE
 
-# The LLaVA-style template: generation prompt "ASSISTANT: " (trailing space), turns
-# render "ASSISTANT: green\n"; a tokenizer glues the space to the answer.
-TRAILING_SPACE = (
-    "{% for m in messages %}{% if m['role'] == 'user' %}{{ 'USER: ' }}"
-    "{% for c in m['content'] %}{% if c['type'] == 'image' %}{{ '<image>\\n' }}"
-    "{% else %}{{ c['text'] }}{% endif %}{% endfor %}{{ '\\n' }}"
-    "{% elif m['role'] == 'assistant' %}{{ 'ASSISTANT: ' + m['content'][0]['text'] + '\\n' }}"
-    "{% else %}{{ m['content'][0]['text'] + '\\n' }}{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'ASSISTANT: ' }}{% endif %}"
-)
 LLAVA = get_family("llava")
 
 

@@ -95,6 +95,12 @@ def prompt_text(processor: Any, family: Family, messages: list[dict]) -> str:
     return served_prompt(processor, messages, template_info(processor))
 
 
+def prompt_ids(processor: Any, family: Family, messages: list[dict], images: list[Any]) -> list[int]:
+    """Token ids of the prompt for ``messages`` as generation feeds them (one row, no padding)."""
+    rendered = Rendered(prompt_text(processor, family, messages))
+    return call_processor(processor, [rendered], [images])["input_ids"][0].tolist()
+
+
 def starts_with_bos(processor: Any, text: str) -> bool:
     bos = getattr(processor.tokenizer, "bos_token", None)
     return bool(bos) and text.startswith(bos)

@@ -16,34 +16,85 @@ from typing import Any
 
 from vlmtune.data.schema import Sample
 
-
-def render_prompt(processor: Any, sample: Sample) -> str:
-    """The prompt (conversation up to the answer) as the chat template renders it."""
-    return processor.apply_chat_template(sample.prompt_messages, add_generation_prompt=True, tokenize=False)
+MAX_ALIGNED = 200  # training samples encoded to check that served prompts equal training prefixes
 
 
-def skeleton(processor: Any, sample: Sample) -> str:
-    """The rendering with every text part replaced by ``<text>``: structure only."""
+def render_prompt(processor: Any, family: Any, sample: Sample) -> str:
+    """The prompt (conversation up to the answer) as the model is served it."""
+    from vlmtune.data.encode import prompt_text
+
+    return prompt_text(processor, family, sample.prompt_messages)
+
+
+def skeleton(processor: Any, family: Any, sample: Sample) -> str:
+    """The served prompt with every text part replaced by ``<text>``: structure only."""
+    from vlmtune.data.encode import prompt_text
+
     masked = [{**m, "content": [c if c["type"] != "text" else {"type": "text", "text": "\x00"}
                                 for c in m["content"]]} for m in sample.prompt_messages]
-    text = processor.apply_chat_template(masked, add_generation_prompt=True, tokenize=False)
-    return re.sub(r"\x00", "<text>", text)
+    return re.sub(r"\x00", "<text>", prompt_text(processor, family, masked))
 
 
 def compare_templates(model: str, train: dict[str, list[Sample]], test: dict[str, list[Sample]]) -> list:
     from vlmtune.config import ModelConfig
     from vlmtune.data.format_check import Finding
-    from vlmtune.model.load import load_processor, resolve_model_path
+    from vlmtune.model.load import load_model_config, load_processor
 
-    processor = load_processor(resolve_model_path(model), ModelConfig(path=model))
-    out = []
+    from vlmtune.data.encode import image_token_ids
+
+    config, family, path = load_model_config(ModelConfig(path=model))
+    processor = load_processor(path, ModelConfig(path=model), family)
+    out = prompt_alignment(processor, family, [s for samples in train.values() for s in samples],
+                           image_token_ids(processor, config))
     for task in sorted(set(train) & set(test)):
         a, b = train[task][0], test[task][0]
-        ex = [{"side": "train", "id": a.id, "where": a.where, "text": render_prompt(processor, a)},
-              {"side": "eval", "id": b.id, "where": b.where, "text": render_prompt(processor, b)}]
-        if skeleton(processor, a) != skeleton(processor, b):
+        ex = [{"side": "train", "id": a.id, "where": a.where, "text": render_prompt(processor, family, a)},
+              {"side": "eval", "id": b.id, "where": b.where, "text": render_prompt(processor, family, b)}]
+        if skeleton(processor, family, a) != skeleton(processor, family, b):
             out.append(Finding("warning", task, "template", f"task {task}: the chat template renders a different "
                                                             "prompt structure for train and eval (texts masked)", ex))
         else:
             out.append(Finding("info", task, "template", f"task {task}: same rendered prompt structure", ex))
+    return out
+
+
+def prompt_alignment(processor: Any, family: Any, samples: list[Sample], image_ids: set[int]) -> list:
+    """Findings on train vs serve prompts: the template's note (a generation prompt that
+    differs from what training renders before the answer, and is aligned), and how many
+    training samples have a served prompt that is not, token for token, their training
+    sequence before the last answer."""
+    from vlmtune.data.chat_template import template_info
+    from vlmtune.data.encode import IGNORE, encode_sample, prompt_ids
+    from vlmtune.data.format_check import Finding
+    from vlmtune.errors import DataError
+
+    out = []
+    if family.prompt is None:
+        info = template_info(processor)
+        if info.note:
+            out.append(Finding("info", "*", "prompt", f"prompts are aligned to training: {info.note}"))
+        if not info.end_of_turn:
+            out.append(Finding("warning", "*", "prompt", "the chat template writes nothing after an answer: "
+                                                         "the model does not learn to stop"))
+    checked, differ = 0, []
+    for sample in [s for s in samples if s.messages[-1]["role"] == "assistant"][:MAX_ALIGNED]:
+        images = sample.load_images()
+        try:
+            enc = encode_sample(processor, family, sample, images, image_ids)
+        except DataError as err:
+            out.append(Finding("error", sample.task or "(none)", "labels", str(err)))
+            continue
+        labelled = [i for i, t in enumerate(enc.labels) if t != IGNORE]
+        last = max(i for i in labelled if i == 0 or enc.labels[i - 1] == IGNORE)
+        checked += 1
+        if prompt_ids(processor, family, sample.prompt_messages, images) != enc.input_ids[:last]:
+            differ.append({"side": "train", "id": sample.id, "where": sample.where,
+                           "text": render_prompt(processor, family, sample)})
+    if differ:
+        out.append(Finding("warning", "*", "prompt", f"{len(differ)} of {checked} training samples: the served "
+                                                     "prompt is not the training tokens before the answer "
+                                                     "(the answer's first token merges with the prompt)", differ[:3]))
+    elif checked:
+        out.append(Finding("info", "*", "prompt", f"served prompt == training tokens before the answer "
+                                                  f"({checked} training samples checked)"))
     return out
