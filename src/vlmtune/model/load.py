@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,7 @@ def check_chat_template(processor: Any, checkpoint: str | None) -> None:
                          **where) from None
     if note and note not in _NOTED:
         _NOTED.add(note)
-        print(f"note: {note}")
+        print(f"note: {note}", file=sys.stderr)
 
 
 _NOTED: set[str] = set()  # chat-template notes already printed (each is said once)
