@@ -20,7 +20,7 @@ ALPACA = (
 @pytest.mark.slow  # a short training run (~7 s on an idle core)
 def test_a_new_template_trains_with_correct_labels(tiny_factory, run_config, tmp_path):
     from vlmtune.data.label_check import labelled_runs
-    from vlmtune.runs import load_trained
+    from vlmtune.model.trained import load_trained
     from vlmtune.train import load_split, train
 
     template = tmp_path / "alpaca.jinja"

@@ -24,7 +24,7 @@ from vlmtune.data.label_check import labelled_runs
 from vlmtune.data.schema import Sample
 from vlmtune.errors import DataError
 from vlmtune.families import get_family
-from vlmtune.generate import prompt_inputs
+from vlmtune.evaluate.generate import prompt_inputs
 from vlmtune.testing import DEFAULT_IMAGE_SIZE
 
 CORPUS = Path(__file__).parent / "data" / "chat-templates"
@@ -142,7 +142,7 @@ def test_template_labels_and_prompts(name, tiny_processor):
 def test_refused_template_is_one_line_at_load_time(tiny_factory, tmp_path):
     from vlmtune.config import ModelConfig
     from vlmtune.errors import InputError
-    from vlmtune.loading import load_processor
+    from vlmtune.model.load import load_processor
 
     cfg = ModelConfig(path=str(tiny_factory("mllama")), chat_template=str(CORPUS / "llama-guard-3-11b-vision.jinja"))
     with pytest.raises(InputError) as err:

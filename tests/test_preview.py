@@ -48,10 +48,12 @@ def test_rich_preview_highlights_the_answer_and_says_what_truncation_cuts(previe
     from rich.console import Console
 
     from vlmtune.config import load_config
-    from vlmtune.data.preview import preview_config as previews, render_preview
+    from vlmtune.data.preview import preview_split, render_preview
+    from vlmtune.model.load import load_processor_only
 
     cfg = load_config(preview_config, ["data.max_length=20"])
-    row = next(previews(cfg, "val", 1))
+    loaded = load_processor_only(cfg.model)
+    row = next(preview_split(cfg, "val", 1, *loaded))
     answer = load_samples(shapes_data / "val_vqa.jsonl", limit=1)[0].answers[0]
     assert [row.text[a:b] for a, b in row.labelled] == [" " + answer]
     console = Console(record=True, width=120)
@@ -62,4 +64,4 @@ def test_rich_preview_highlights_the_answer_and_says_what_truncation_cuts(previe
     from vlmtune.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--split must be train, val or test"):
-        next(previews(cfg, "nope", 1))
+        next(preview_split(cfg, "nope", 1, *loaded))

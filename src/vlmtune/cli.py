@@ -230,10 +230,12 @@ def data_preview(config: Path = typer.Argument(..., help="run config YAML (model
                  as_json: bool = typer.Option(False, "--json", help="one JSON object per sample")) -> None:
     """Show samples as training encodes them: labelled part highlighted, token counts, truncation."""
     from vlmtune.config import located
-    from vlmtune.data.preview import preview_config, render_preview
+    from vlmtune.data.preview import preview_split, render_preview
+    from vlmtune.model.load import load_processor_only
 
+    cfg = _config(config, overrides or [], False)
     with located(config, overrides):
-        for row in preview_config(_config(config, overrides or [], False), split, n):
+        for row in preview_split(cfg, split, n, *load_processor_only(cfg.model)):
             if as_json:
                 typer.echo(json.dumps(row.to_json(), ensure_ascii=False))
             else:

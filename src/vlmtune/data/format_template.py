@@ -38,14 +38,10 @@ def skeleton(processor: Any, family: Any, sample: Sample) -> str:
 def compare_templates(model: str, train: dict[str, list[Sample]], test: dict[str, list[Sample]]) -> list:
     from vlmtune.config import ModelConfig
     from vlmtune.data.format_check import Finding
-    from vlmtune.model.load import load_model_config, load_processor
+    from vlmtune.model.load import load_processor_only
 
-    from vlmtune.data.encode import image_token_ids
-
-    config, family, path = load_model_config(ModelConfig(path=model))
-    processor = load_processor(path, ModelConfig(path=model), family)
-    out = prompt_alignment(processor, family, [s for samples in train.values() for s in samples],
-                           image_token_ids(processor, config))
+    processor, family, image_ids = load_processor_only(ModelConfig(path=model))
+    out = prompt_alignment(processor, family, [s for samples in train.values() for s in samples], image_ids)
     for task in sorted(set(train) & set(test)):
         a, b = train[task][0], test[task][0]
         ex = [{"side": "train", "id": a.id, "where": a.where, "text": render_prompt(processor, family, a)},

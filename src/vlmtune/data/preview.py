@@ -77,13 +77,10 @@ def preview_sample(processor: Any, family: Family, sample: Sample, image_ids: se
                          sum(label != IGNORE for label in enc.labels[max_length:]), skip_reason(enc, max_length))
 
 
-def preview_config(cfg: Any, split: str, n: int) -> Any:
-    """Yield previews of the first ``n`` samples of ``split`` (train|val|test) of a run config;
-    the processor alone is loaded (no weights)."""
-    from vlmtune.data.encode import image_token_ids
+def preview_split(cfg: Any, split: str, n: int, processor: Any, family: Family, image_ids: set[int]) -> Any:
+    """Yield previews of the first ``n`` samples of ``split`` (train|val|test) of a run config."""
     from vlmtune.data.schema import load_samples
     from vlmtune.errors import ConfigError
-    from vlmtune.loading import load_model_config, load_processor
 
     files = {"train": ("data.train", cfg.data.train), "val": ("data.val", cfg.data.val),
              "test": ("eval.test", cfg.eval.test)}
@@ -94,11 +91,8 @@ def preview_config(cfg: Any, split: str, n: int) -> Any:
         raise ConfigError(f"{key} is not set: nothing to preview", field=key)
     samples = load_samples(path, root=cfg.data.root, allow_outside_root=cfg.data.allow_outside_root,
                            require_answer=split != "test", limit=n)
-    config, family, model_path = load_model_config(cfg.model)
-    processor = load_processor(model_path, cfg.model, family)
-    ids = image_token_ids(processor, config)
     for sample in samples:
-        yield preview_sample(processor, family, sample, ids, cfg.data.max_length)
+        yield preview_sample(processor, family, sample, image_ids, cfg.data.max_length)
 
 
 def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:

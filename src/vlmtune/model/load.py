@@ -99,6 +99,15 @@ def load_processor(path: str, cfg: ModelConfig, family: Family | None = None) ->
     return processor
 
 
+def load_processor_only(cfg: ModelConfig) -> tuple[Any, Family, set[int]]:
+    """Processor, family and image token ids of ``cfg``'s model, without reading weights."""
+    from vlmtune.data.encode import image_token_ids
+
+    config, family, path = load_model_config(cfg)
+    processor = load_processor(path, cfg, family)
+    return processor, family, image_token_ids(processor, config)
+
+
 def read_chat_template(path: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
