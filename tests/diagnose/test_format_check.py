@@ -78,6 +78,7 @@ def test_model_check_reports_aligned_prompts(mc_data, tiny_factory, tmp_path):
     assert any("prompts are aligned to training" in m and "joins ' '" in m for m in prompt), prompt
     assert any(m.startswith("served prompt == training tokens before the answer (") for m in prompt), prompt
     assert not [f for f in findings if f.severity == "error"]
+    assert any("writes nothing after an answer" in m for m in prompt)  # this template has no end-of-turn
 
 
 def _data(train) -> SimpleNamespace:

@@ -69,9 +69,15 @@ def prompt_alignment(processor: Any, family: Any, samples: list[Sample], image_i
         info = template_info(processor)
         if info.note:
             out.append(Finding("info", "*", "prompt", f"prompts are aligned to training: {info.note}"))
+        tok = processor.tokenizer
+        special = set(tok.all_special_ids) | {i for i, t in tok.added_tokens_decoder.items() if t.special}
         if not info.end_of_turn:
             out.append(Finding("warning", "*", "prompt", "the chat template writes nothing after an answer: "
                                                          "the model does not learn to stop"))
+        elif not special & set(tok(info.end_of_turn, add_special_tokens=False)["input_ids"]):
+            out.append(Finding("warning", "*", "prompt", f"the chat template closes answers with "
+                                                         f"{info.end_of_turn!r}, which holds no special token: "
+                                                         "generation does not stop on it"))
     checked, differ = 0, []
     for sample in [s for s in samples if s.messages[-1]["role"] == "assistant"][:MAX_ALIGNED]:
         images = sample.load_images()
