@@ -109,6 +109,24 @@ def run_config(tmp_path, shapes_data):
 # ---------------------------------------------------------------------------------------
 
 
+# ---------------------------------------------------------------------------------------
+# Real chat templates (tests/data/chat-templates, vendored from ../shared) — owner: tests/test_chat_templates
+# ---------------------------------------------------------------------------------------
+
+CHAT_TEMPLATES = Path(__file__).parent / "data" / "chat-templates"
+
+
+@pytest.fixture(scope="session")
+def corpus_dir() -> Path:
+    """The folder of real chat templates (one ``.jinja`` per template, ``SOURCES.json``)."""
+    return CHAT_TEMPLATES
+
+
+# ---------------------------------------------------------------------------------------
+# end: chat templates
+# ---------------------------------------------------------------------------------------
+
+
 class CheckpointCrash(Exception):
     """What ``crash_after_checkpoint`` raises: a run stopped right after a checkpoint."""
 

@@ -223,6 +223,27 @@ def data_check(train: Path = typer.Option(..., "--train", help="training JSONL")
         console.print("[green]no format mismatch found[/green]")
 
 
+@data_app.command("preview")
+def data_preview(config: Path = typer.Argument(..., help="run config YAML (model, data, eval sections)"),
+                 overrides: Optional[list[str]] = typer.Argument(None, help="key.sub=value overrides"),
+                 n: int = typer.Option(3, "--n", min=1, help="samples to show (from the start of the file)"),
+                 split: str = typer.Option("train", "--split", help="train|val|test: data.train, data.val "
+                                                                     "or eval.test"),
+                 as_json: bool = typer.Option(False, "--json", help="one JSON object per sample")) -> None:
+    """Show samples as training encodes them: labelled part highlighted, token counts, truncation."""
+    from vlmtune.config import located
+    from vlmtune.data.preview import preview_split, render_preview
+    from vlmtune.model.load import load_processor_only
+
+    cfg = _config(config, overrides or [], False)
+    with located(config, overrides):
+        for row in preview_split(cfg, split, n, *load_processor_only(cfg.model)):
+            if as_json:
+                typer.echo(json.dumps(row.to_json(), ensure_ascii=False))
+            else:
+                Console(width=max(console.width, 100)).print(render_preview(row))
+
+
 @app.command()
 def plan(model: str = typer.Option(..., "--model", help="model dir, config.json file, zoo name or cached hub id"),
          gpu_mem: Optional[str] = typer.Option(None, "--gpu-mem", help="memory per GPU, e.g. 80GiB, 24GB"),

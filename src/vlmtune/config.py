@@ -39,6 +39,8 @@ class ModelConfig(_Section):
     trust_remote_code: bool = False
     revision: str | None = None
     attn_implementation: str | None = None
+    chat_template: str | None = Field(None, description="Jinja chat template file that replaces the "
+                                      "checkpoint's (labels, prompts and checks all use it)")
 
 
 class MethodConfig(_Section):

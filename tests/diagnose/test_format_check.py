@@ -62,6 +62,25 @@ def test_template_comparison_with_a_model(mc_data, tiny_factory):
     assert template and template[0].severity == "info" and "<|im_start|>" in template[0].examples[0]["text"]
 
 
+def test_model_check_reports_aligned_prompts(mc_data, tiny_factory, tmp_path):
+    """A LLaVA checkpoint whose generation prompt ends "ASSISTANT: " (the tokenizer glues
+    the space to the answer): data check --model says prompts are aligned, and that every
+    training sample's served prompt is its training prefix."""
+    import shutil
+
+    from vlmtune.testing.templates import LLAVA_TRAILING_SPACE
+
+    model = tmp_path / "llava-trailing-space"
+    shutil.copytree(tiny_factory("llava"), model)
+    (model / "chat_template.jinja").write_text(LLAVA_TRAILING_SPACE)
+    findings = check_format(mc_data / "train_mc.jsonl", mc_data / "test_mc.jsonl", model=str(model))
+    prompt = [f.message for f in findings if f.aspect == "prompt"]
+    assert any("prompts are aligned to training" in m and "joins ' '" in m for m in prompt), prompt
+    assert any(m.startswith("served prompt == training tokens before the answer (") for m in prompt), prompt
+    assert not [f for f in findings if f.severity == "error"]
+    assert any("writes nothing after an answer" in m for m in prompt)  # this template has no end-of-turn
+
+
 def _data(train) -> SimpleNamespace:
     return SimpleNamespace(train=str(train), val=None, root=None, allow_outside_root=False)
 

@@ -4,30 +4,37 @@ Why it is done this way: the processor expands each image placeholder into many 
 tokens (a count that depends on the family and the image size), so character offsets in
 the rendered text do not map to token positions. We therefore
 
-1. render the conversation and find each assistant answer's *character* span by rendering
-   the prefix up to that turn with ``add_generation_prompt=True``;
-2. tokenize the rendered text plainly (placeholders unexpanded) with offsets, to know
-   which plain tokens are answer tokens;
+1. render the conversation and find each assistant answer's *character* span
+   (:mod:`vlmtune.data.chat_template`: answers replaced by sentinels, so no generation
+   prompt is trusted), from the end of the served prompt to the end of the template's
+   end-of-turn text (``<|im_end|>``, ``</s>``...);
+2. tokenize the rendered text plainly (placeholders unexpanded) with offsets and label
+   every token whose characters *overlap* a span, so a token that straddles the answer's
+   start (``Ġgreen`` after ``ASSISTANT:``) is labelled;
 3. let the processor expand images, and align plain tokens to expanded tokens in order:
    expansion only *inserts* special tokens, so a greedy in-order walk maps every plain
-   token. The inserted positions are the image region, which truncation must not cut.
+   token. The inserted positions are the image region, which truncation must not cut;
+4. decode the labelled tokens of each answer and compare them with the answer text
+   (:mod:`vlmtune.data.label_check`); a mismatch is an error, never a silent skip.
 
 A family whose processor builds labels itself (PaliGemma's prompt + ``suffix``) returns
 ``labels`` from the processor; those are used as they are.
 
 Example:
-    >>> enc = encode_sample(processor, family, sample, sample.load_images())  # doctest: +SKIP
+    >>> enc = encode_sample(processor, family, sample, sample.load_images(), ids)  # doctest: +SKIP
     >>> len(enc.input_ids) == len(enc.labels)
     True
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from vlmtune.data.chat_template import Turn, apply, locate, served_prompt, template_info
 from vlmtune.data.schema import Sample
 from vlmtune.families.base import Family
+from vlmtune.data.label_check import check_generation_mask, check_labels, labelled_tokens
 
 IGNORE = -100
 
@@ -35,11 +42,16 @@ IGNORE = -100
 @dataclass
 class Rendered:
     """What goes into the processor for one sample: ``text`` (and ``suffix`` for
-    families that take the answer separately), plus answer character spans in ``text``."""
+    families that take the answer separately), plus each answer's place in ``text``."""
 
     text: str
-    spans: list[tuple[int, int]]
+    turns: list[Turn] = field(default_factory=list)
     suffix: str | None = None
+
+    @property
+    def spans(self) -> list[tuple[int, int]]:
+        """Labelled character ranges: served-prompt end to end-of-turn, per answer."""
+        return [(t.cut, t.end) for t in self.turns]
 
 
 @dataclass
@@ -54,29 +66,20 @@ class Encoded:
 
 
 def chat(processor: Any, messages: list[dict], *, generation_prompt: bool) -> str:
-    return processor.apply_chat_template(messages, tokenize=False,
-                                         add_generation_prompt=generation_prompt)
+    """The processor's template applied to ``messages`` as the template wants them."""
+    return apply(processor, messages, generation_prompt=generation_prompt, info=template_info(processor))
 
 
 def render_chat(processor: Any, messages: list[dict]) -> Rendered:
-    """Full conversation text and the character span of every assistant turn.
+    """Full conversation text and where every assistant answer (plus end-of-turn) sits.
 
-    The span ends after the turn's closing tokens (e.g. ``<|im_end|>``) so the model
-    learns to stop, minus trailing whitespace the template adds between turns.
+    The span ends after the turn's closing text (e.g. ``<|im_end|>``) so the model learns
+    to stop, minus whitespace the template adds between turns; it starts where the served
+    prompt ends (:func:`prompt_text`), so the tokens before the first label are the prompt.
     """
-    full = chat(processor, messages, generation_prompt=False)
-    spans = []
-    for i, msg in enumerate(messages):
-        if msg["role"] != "assistant":
-            continue
-        start = len(chat(processor, messages[:i], generation_prompt=True))
-        upto = chat(processor, messages[: i + 1], generation_prompt=False)
-        if not full.startswith(upto[:start]) or not upto.startswith(full[:start]):
-            raise ValueError("chat template renders a prefix of the conversation differently "
-                             "from the whole; cannot locate assistant answers")
-        end = len(upto.rstrip())
-        spans.append((start, end))
-    return Rendered(full, spans)
+    info = template_info(processor)
+    text, turns = locate(processor, messages, info, info.lead)
+    return Rendered(text, turns)
 
 
 def render(processor: Any, family: Family, sample: Sample) -> Rendered:
@@ -86,10 +89,17 @@ def render(processor: Any, family: Family, sample: Sample) -> Rendered:
 
 
 def prompt_text(processor: Any, family: Family, messages: list[dict]) -> str:
-    """The generation prompt for ``messages`` (which end with a user turn)."""
+    """The prompt for ``messages`` (which end with a user turn): the text training renders
+    before an answer, token for token (see :func:`vlmtune.data.chat_template.served_prompt`)."""
     if family.prompt is not None:
         return family.prompt(processor, messages)
-    return chat(processor, messages, generation_prompt=True)
+    return served_prompt(processor, messages, template_info(processor))
+
+
+def prompt_ids(processor: Any, family: Family, messages: list[dict], images: list[Any]) -> list[int]:
+    """Token ids of the prompt for ``messages`` as generation feeds them (one row, no padding)."""
+    rendered = Rendered(prompt_text(processor, family, messages))
+    return call_processor(processor, [rendered], [images])["input_ids"][0].tolist()
 
 
 def starts_with_bos(processor: Any, text: str) -> bool:
@@ -130,10 +140,8 @@ def _labels_from_spans(processor: Any, rendered: Rendered, expanded: list[int],
                 return_offsets_mapping=True)
     positions = align(plain["input_ids"], expanded)
     labels = [IGNORE] * len(expanded)
-    for (start, end) in rendered.spans:
-        for k, (a, b) in enumerate(plain["offset_mapping"]):
-            if start <= a < end and b > a:  # tokens that start inside the answer
-                labels[positions[k]] = expanded[positions[k]]
+    for k in labelled_tokens(plain["offset_mapping"], rendered.spans):
+        labels[positions[k]] = expanded[positions[k]]
     matched = set(positions)
     image_positions = [p for p, t in enumerate(expanded) if p not in matched or t in image_token_ids]
     min_keep = max(image_positions) + 2 if image_positions else 0
@@ -141,9 +149,10 @@ def _labels_from_spans(processor: Any, rendered: Rendered, expanded: list[int],
 
 
 def encode_sample(processor: Any, family: Family, sample: Sample, images: list[Any],
-                  image_token_ids: set[int]) -> Encoded:
-    """Token ids, labels (answer tokens only) and the shortest safe truncation length."""
-    rendered = render(processor, family, sample)
+                  image_token_ids: set[int], rendered: Rendered | None = None) -> Encoded:
+    """Token ids, labels (answer tokens only, checked against the answers) and the shortest
+    safe truncation length. A label that does not decode to its answer raises DataError."""
+    rendered = rendered or render(processor, family, sample)
     batch = call_processor(processor, [rendered], [images])
     expanded = batch["input_ids"][0].tolist()
     if "labels" in batch:  # the processor built labels itself (prompt + suffix families)
@@ -151,7 +160,11 @@ def encode_sample(processor: Any, family: Family, sample: Sample, images: list[A
         image_positions = [p for p, t in enumerate(expanded) if t in image_token_ids]
         min_keep = max(image_positions) + 2 if image_positions else 0
         return Encoded(expanded, labels, min_keep)
-    return _labels_from_spans(processor, rendered, expanded, image_token_ids)
+    encoded = _labels_from_spans(processor, rendered, expanded, image_token_ids)
+    check_labels(processor.tokenizer, encoded.labels, rendered.turns, sample)
+    if template_info(processor).generation_tags:
+        check_generation_mask(processor, sample, rendered)
+    return encoded
 
 
 def image_token_ids(processor: Any, config: Any) -> set[int]:

@@ -25,10 +25,10 @@ from __future__ import annotations
 import re
 import statistics
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vlmtune.data.findings import Finding
 from vlmtune.data.format_template import compare_templates
 from vlmtune.data.schema import Sample, load_samples, text_of
 from vlmtune.errors import DataError
@@ -38,18 +38,6 @@ from vlmtune.metrics.compliance import FORMATS
 SEVERITIES = ("error", "warning", "info")
 _LETTER = re.compile(r"^\(?([A-H])\)?[.:)]?$")
 MAX_IMAGES_READ = 200  # image headers read per file (sizes), enough for a median
-
-
-@dataclass
-class Finding:
-    severity: str  # error | warning | info
-    task: str
-    aspect: str  # instruction | answer_type | answer_length | images | resolution | template | tasks
-    message: str
-    examples: list[dict[str, str]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def answer_type(sample: Sample) -> str:
@@ -188,7 +176,7 @@ def check_format(train: str | Path, test: str | Path, model: str | None = None, 
         for check in CHECKS:
             findings += check(label, a[ta], b[tb])
     if model is not None:
-        findings += [Finding(**f) for f in compare_templates(model, a, b)]
+        findings += compare_templates(model, a, b)
     return sorted(findings, key=lambda f: SEVERITIES.index(f.severity))
 
 

@@ -49,13 +49,8 @@ class Generator:
 
     @torch.no_grad()
     def __call__(self, conversations: list[list[dict]], images: list[list[Any]]) -> list[Generation]:
-        prompts = [prompt_text(self.processor, self.family, c) for c in conversations]
+        prompts, batch = prompt_inputs(self.processor, self.family, conversations, images)
         tok = self.processor.tokenizer
-        side, tok.padding_side = tok.padding_side, "left"
-        try:
-            batch = call_processor(self.processor, [Rendered(p, []) for p in prompts], images, padding=True)
-        finally:
-            tok.padding_side = side
         device = next(self.model.parameters()).device
         inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         start = time.perf_counter()
@@ -68,6 +63,20 @@ class Generator:
         return [Generation(p, t.strip(), per, int((row != pad).sum())) for p, t, row in zip(prompts, texts, new)]
 
 
+def prompt_inputs(processor: Any, family: Family, conversations: list[list[dict]],
+                  images: list[list[Any]]) -> tuple[list[str], Any]:
+    """Prompt texts and the left-padded processor batch the model generates from; each row's
+    ids are the training sequence's ids before its answer (see ``prompt_text``)."""
+    prompts = [prompt_text(processor, family, c) for c in conversations]
+    tok = processor.tokenizer
+    side, tok.padding_side = tok.padding_side, "left"
+    try:
+        batch = call_processor(processor, [Rendered(p) for p in prompts], images, padding=True)
+    finally:
+        tok.padding_side = side
+    return prompts, batch
+
+
 def _as_list(value: Any) -> list[int]:
     if value is None:
         return []
@@ -75,20 +84,17 @@ def _as_list(value: Any) -> list[int]:
 
 
 def _end_of_turn_id(processor: Any, family: Family) -> int | None:
-    """The token that closes an assistant turn in the chat template (e.g. ``<|im_end|>``).
+    """The token that closes an assistant turn in the chat template (e.g. ``<|im_end|>``):
+    the first special token of the end-of-turn text training labels, so generation stops
+    where training taught the model to stop."""
+    from vlmtune.data.chat_template import TemplateRefused, template_info
 
-    Found by rendering a one-word answer and taking the first special token after it, so
-    generation stops where training taught the model to stop.
-    """
     if family.prompt is not None or not getattr(processor, "chat_template", None):
         return None
-    msgs = [{"role": "user", "content": [{"type": "text", "text": "q"}]},
-            {"role": "assistant", "content": [{"type": "text", "text": "zebra"}]}]
     try:
-        text = processor.apply_chat_template(msgs, tokenize=False)
-    except Exception:  # noqa: BLE001 - a template that cannot render this has no usable marker
+        tail = template_info(processor).end_of_turn
+    except TemplateRefused:
         return None
-    tail = text[text.rfind("zebra") + len("zebra"):]
     tok = processor.tokenizer
     special = set(tok.all_special_ids) | {i for i, t in tok.added_tokens_decoder.items() if t.special}
     for token_id in tok(tail, add_special_tokens=False)["input_ids"]:

@@ -35,7 +35,7 @@ def encode(processor: Any, sample: Any) -> Any:
     from vlmtune.data.schema import text_of
 
     answer = text_of(sample.messages[-1]) if sample.messages[-1]["role"] == "assistant" else ""
-    return Rendered(prompt(processor, sample.prompt_messages), spans=[], suffix=answer)
+    return Rendered(prompt(processor, sample.prompt_messages), suffix=answer)
 
 
 PALIGEMMA = Family("PaliGemma", ("paligemma",), vision=("model.vision_tower",),

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,12 @@ def _bnb_config(quantization: dict, family: Family, dtype: torch.dtype) -> Any:
                               bnb_4bit_compute_dtype=dtype, llm_int8_skip_modules=keep)
 
 
-def load_processor(path: str, cfg: ModelConfig) -> Any:
+def load_processor(path: str, cfg: ModelConfig, family: Family | None = None) -> Any:
+    """The checkpoint's processor, with ``model.chat_template`` in place of its template.
+
+    With ``family`` (a chat-template family), the template is checked now, so one that
+    cannot give correct labels is refused before any sample is read.
+    """
     from transformers import AutoProcessor
 
     processor = AutoProcessor.from_pretrained(path, trust_remote_code=cfg.trust_remote_code,
@@ -88,12 +94,58 @@ def load_processor(path: str, cfg: ModelConfig) -> Any:
     tok = processor.tokenizer
     if tok.pad_token is None:  # batching needs a pad token; EOS is the usual stand-in
         tok.pad_token = tok.eos_token
+    if cfg.chat_template:
+        set_chat_template(processor, read_chat_template(cfg.chat_template))
+    if family is not None and family.prompt is None:
+        check_chat_template(processor, None if cfg.chat_template else path)
     return processor
 
 
+def load_processor_only(cfg: ModelConfig) -> tuple[Any, Family, set[int]]:
+    """Processor, family and image token ids of ``cfg``'s model, without reading weights."""
+    from vlmtune.data.encode import image_token_ids
+
+    config, family, path = load_model_config(cfg)
+    processor = load_processor(path, cfg, family)
+    return processor, family, image_token_ids(processor, config)
+
+
+def read_chat_template(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise InputError(f"cannot read chat template {path}: {err.strerror}", field="model.chat_template") from None
+
+
+def set_chat_template(processor: Any, template: str) -> None:
+    """Use ``template`` for rendering (processor) and for assistant masks (tokenizer)."""
+    processor.chat_template = template
+    processor.tokenizer.chat_template = template
+
+
+def check_chat_template(processor: Any, checkpoint: str | None) -> None:
+    """Refuse (one line) a template that cannot give correct labels and prompts; ``checkpoint``
+    names where it came from, None when ``model.chat_template`` set it."""
+    from vlmtune.data.chat_template import TemplateRefused, template_info
+
+    try:
+        note = template_info(processor).note
+    except TemplateRefused as err:
+        where = {} if checkpoint is None else {"file": checkpoint}
+        raise InputError(f"{err}", field="model.chat_template" if checkpoint is None else "chat_template",
+                         **where) from None
+    if note and note not in _NOTED:
+        _NOTED.add(note)
+        print(f"note: {note}", file=sys.stderr)
+
+
+_NOTED: set[str] = set()  # chat-template notes already printed (each is said once)
+
+
 def load_base(cfg: ModelConfig, *, quantization: dict | None = None,
-              device: torch.device | None = None) -> tuple[Any, Any, Family]:
-    """Model (eval mode off, on ``device``), processor and family for ``cfg``."""
+              device: torch.device | None = None, with_processor: bool = True) -> tuple[Any, Any, Family]:
+    """Model (eval mode off, on ``device``), processor (None unless ``with_processor``) and
+    family for ``cfg``."""
     from transformers import AutoModelForImageTextToText
 
     config, family, path = load_model_config(cfg)
@@ -109,7 +161,9 @@ def load_base(cfg: ModelConfig, *, quantization: dict | None = None,
     model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
     if device is not None and not quantization:
         model.to(device)
-    processor = load_processor(path, cfg)
+    if not with_processor:
+        return model, None, family
+    processor = load_processor(path, cfg, family)
     check_vocab(model, processor, path)
     return model, processor, family
 

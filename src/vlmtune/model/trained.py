@@ -15,7 +15,7 @@ from typing import Any
 
 from vlmtune.config import RunConfig
 from vlmtune.errors import RunDirError
-from vlmtune.model.load import attach_adapter, load_base, load_processor
+from vlmtune.model.load import attach_adapter, check_vocab, load_base, load_processor
 from vlmtune.model.methods import quantization_of
 from vlmtune.rundir import load_run_config
 
@@ -29,11 +29,14 @@ def load_trained(run: Path, *, quantized: bool = True, device: Any = None) -> tu
     cfg = load_run_config(run)
     if (run / "adapter").is_dir():
         base, _, family = load_base(cfg.model, quantization=quantization_of(cfg) if quantized else None,
-                                    device=device)
+                                    device=device, with_processor=False)
         model = attach_adapter(base, run / "adapter")
-        processor = load_processor(str(run / "adapter"), cfg.model)
+        # the saved processor carries the template training used (model.chat_template included)
+        processor = load_processor(str(run / "adapter"), cfg.model.model_copy(update={"chat_template": None}),
+                                   family)
+        check_vocab(model, processor, str(run / "adapter"))
     elif (run / "model").is_dir():
-        full = cfg.model.model_copy(update={"path": str(run / "model")})
+        full = cfg.model.model_copy(update={"path": str(run / "model"), "chat_template": None})
         model, processor, family = load_base(full, device=device)
     else:
         raise RunDirError(f"{run}: run has neither adapter/ nor model/ (did training finish?)")

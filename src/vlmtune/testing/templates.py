@@ -135,6 +135,18 @@ MLLAMA = (
     "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
 )
 
+# A user's LLaVA-style template with a trailing-space generation prompt ("ASSISTANT: ") whose
+# turns render "ASSISTANT: green\n": byte-level and SentencePiece tokenizers glue the space to
+# the answer ("Ġgreen"/"▁green"), so the answer's first token starts before the answer.
+LLAVA_TRAILING_SPACE = (
+    "{% for m in messages %}{% if m['role'] == 'user' %}{{ 'USER: ' }}"
+    "{% for c in m['content'] %}{% if c['type'] == 'image' %}{{ '<image>\\n' }}"
+    "{% else %}{{ c['text'] }}{% endif %}{% endfor %}{{ '\\n' }}"
+    "{% elif m['role'] == 'assistant' %}{{ 'ASSISTANT: ' + m['content'][0]['text'] + '\\n' }}"
+    "{% else %}{{ m['content'][0]['text'] + '\\n' }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'ASSISTANT: ' }}{% endif %}"
+)
+
 TEMPLATES: dict[str, str] = {
     "qwen2_vl": _chatml(QWEN_IMAGE, QWEN_VIDEO, "You are a helpful assistant."),
     "qwen2_5_vl": _chatml(QWEN_IMAGE, QWEN_VIDEO, "You are a helpful assistant."),
