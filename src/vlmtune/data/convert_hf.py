@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmtune.data.convert_chat import split_markers, to_messages
+from vlmtune.data.convert_refs import store_image
 from vlmtune.errors import ConfigError, DataError, InputError
 # Function-level imports: `datasets` is optional (the hf extra) and slow to import.
 
@@ -102,20 +103,6 @@ def _columns(columns: list[str], opts: dict[str, Any], src: Path) -> dict[str, s
     return cols
 
 
-def _image_ref(value: Any, staging, src: Path, row: int, field: str) -> str:
-    if isinstance(value, dict):
-        data, path = value.get("bytes"), value.get("path")
-        if data:
-            return staging.image_bytes(data, file=src, line=row, field=field)
-        value = path
-    if isinstance(value, (bytes, bytearray)):
-        return staging.image_bytes(bytes(value), file=src, line=row, field=field)
-    if isinstance(value, str):
-        return staging.image_path(value, file=src, line=row, field=field)
-    raise DataError(f"expected image bytes, a path or an {{bytes, path}} struct, got "
-                    f"{type(value).__name__}", file=src, line=row, field=field)
-
-
 def _answers(value: Any, src: Path, row: int, field: str) -> list[str]:
     answers = [value] if isinstance(value, str) else value
     if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
@@ -124,19 +111,8 @@ def _answers(value: Any, src: Path, row: int, field: str) -> list[str]:
     return answers
 
 
-def _inline_images(turns: Any) -> list[Any]:
-    """Images stored inside content items (``{"type": "image", "image": ...}``)."""
-    found = []
-    for turn in turns if isinstance(turns, list) else []:
-        content = turn.get("content") if isinstance(turn, dict) else None
-        for item in content if isinstance(content, list) else []:
-            if isinstance(item, dict) and item.get("type") == "image" and item.get("image") is not None:
-                found.append(item["image"])
-    return found
-
-
 def row_sample(row: dict, row_no: int, cols: dict[str, str | None], *, src: Path, staging,
-               task: str | None) -> dict:
+               task: str | None, fetch_urls: bool = False) -> dict:
     """One dataset row -> one canonical sample.
 
     Example:
@@ -155,14 +131,18 @@ def row_sample(row: dict, row_no: int, cols: dict[str, str | None], *, src: Path
         return DataError(f"{message} (row {row_no})", file=src, line=row_no, field=field)
 
     raw = row.get(cols["image"]) if cols["image"] else None
-    if cols["image"] is None and cols["messages"]:
-        raw = _inline_images(row.get(cols["messages"])) or None
     values = [] if raw is None else raw if isinstance(raw, list) else [raw]
     name = cols["image"] or "images"
-    images = [_image_ref(v, staging, src, row_no, f"{name}[{i}]") for i, v in enumerate(values)]
+
+    def place(refs: list[Any], field: str) -> list[str]:
+        return [store_image(v, staging, file=src, line=row_no, field=f"{field}[{i}]",
+                            fetch_urls=fetch_urls) for i, v in enumerate(refs)]
+
+    images = place(values, name)
     if cols["messages"]:
-        messages = to_messages(row.get(cols["messages"]), len(images), err,
-                               field=cols["messages"], prepend_all=True)
+        messages, inline = to_messages(row.get(cols["messages"]), len(images), err,
+                                       field=cols["messages"], prepend_all=True)
+        images += place(inline, cols["messages"])
         answers = None
     else:
         question = row.get(cols["question"])
@@ -171,7 +151,7 @@ def row_sample(row: dict, row_no: int, cols: dict[str, str | None], *, src: Path
         answers = _answers(row.get(cols["answer"]), src, row_no, cols["answer"])
         turns = [{"role": "user", "content": split_markers(question)},
                  {"role": "assistant", "content": [{"type": "text", "text": answers[0]}]}]
-        messages = to_messages(turns, len(images), err, field=cols["question"], prepend_all=True)
+        messages, _ = to_messages(turns, len(images), err, field=cols["question"], prepend_all=True)
     last = next(m for m in reversed(messages) if m["role"] == "assistant")
     sid = row.get(cols["id"]) if cols["id"] else None
     sample = {"id": str(sid) if sid is not None else f"{src.stem}-{row_no}", "images": images,
@@ -189,7 +169,8 @@ def iter_rows(ds) -> Iterator[dict]:
         yield from table.to_pylist()
 
 
-def convert_hf(src: Path, staging, *, task: str | None = None, **opts: Any) -> None:
+def convert_hf(src: Path, staging, *, task: str | None = None, fetch_urls: bool = False,
+               **opts: Any) -> None:
     """Stream every row of the dataset at ``src`` through ``staging`` (see module doc)."""
     unknown = sorted(set(opts) - set(HF_OPTIONS))
     if unknown:
@@ -199,6 +180,7 @@ def convert_hf(src: Path, staging, *, task: str | None = None, **opts: Any) -> N
         ds = _load(src, opts.get("split") or "train", cache_dir)
         cols = _columns(list(ds.column_names), opts, src)
         for row_no, row in enumerate(iter_rows(ds), 1):
-            sample = row_sample(row, row_no, cols, src=src, staging=staging, task=task)
+            sample = row_sample(row, row_no, cols, src=src, staging=staging, task=task,
+                                fetch_urls=fetch_urls)
             staging.write(sample, file=src, line=row_no)
         del ds  # release memory-mapped cache files before the folder is removed

@@ -67,7 +67,7 @@ def render_chat(processor: Any, messages: list[dict]) -> Rendered:
     full = chat(processor, messages, generation_prompt=False)
     spans = []
     for i, msg in enumerate(messages):
-        if msg["role"] != "assistant":
+        if msg["role"] != "assistant" or msg.get("train") is False:  # train: false = context only
             continue
         start = len(chat(processor, messages[:i], generation_prompt=True))
         upto = chat(processor, messages[: i + 1], generation_prompt=False)
