@@ -29,7 +29,8 @@ after the last record converted (:mod:`vlmtune.data.convert_output`). The datase
 
 Options (``**options``): ``task`` (set on every sample), ``images_outside``
 ("error" | "copy" | "keep"), ``check_images`` (True), ``dedupe_ids`` (False),
-``fetch_urls`` (False: http(s) image URLs are refused); for ``hf`` also
+``fetch_urls`` (False: http(s) image URLs are refused), ``boxes`` ("FROM:TO": rewrite
+answers' boxes between conventions, :mod:`vlmtune.data.boxes`); for ``hf`` also
 ``image_column``, ``messages_column``, ``question_column``, ``answer_column``,
 ``id_column``, ``task_column``, ``split``.
 
@@ -44,6 +45,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from vlmtune.data.boxes import convention, rewrite_sample
 from vlmtune.data.convert_alpaca import alpaca_sample
 from vlmtune.data.convert_chat import chat_sample, iter_records
 from vlmtune.data.convert_hf import HF_OPTIONS, convert_hf
@@ -53,7 +55,7 @@ from vlmtune.errors import ConfigError, DataError
 
 CHAT_FORMATS = ("llava", "sharegpt", "internvl", "swift", "openai")
 FORMATS = ("auto", *CHAT_FORMATS, "alpaca", "hf")
-COMMON_OPTIONS = ("task", "images_outside", "check_images", "dedupe_ids", "fetch_urls")
+COMMON_OPTIONS = ("task", "images_outside", "check_images", "dedupe_ids", "fetch_urls", "boxes")
 
 
 def _record_format(first: Any) -> str:
@@ -107,6 +109,22 @@ def _sources(src: Path, entry: str | None, fmt: str, image_root: Path | None) ->
     return [Source(src, detect_format(src) if fmt == "auto" else fmt, root)]
 
 
+def box_rewriter(spec: str, staging: Staging):
+    """``"FROM:TO"`` -> a Staging transform rewriting every sample's boxes (data/boxes.py)."""
+    src, sep, dst = spec.partition(":")
+    if not sep:
+        raise ConfigError(f"expected FROM:TO, e.g. pixel:qwen2-vl, got {spec!r}", field="--boxes")
+    convention(src), convention(dst)
+
+    def transform(sample: dict, *, file, line: int) -> dict:
+        try:
+            return rewrite_sample(sample, src, dst, staging.staged_file)
+        except ValueError as err:
+            raise DataError(f"--boxes {spec}: {err}", file=file, line=line, field="images") from None
+
+    return transform
+
+
 def _read(source: Source, staging: Staging, task: str | None, fetch_urls: bool) -> None:
     if source.repeat != 1:
         rows = iter(repeated(list(iter_records(source.path)), source.repeat))
@@ -149,10 +167,13 @@ def convert(src: Path, out: Path, *, fmt: str = "auto", image_root: Path | None 
     hf = sources[0].fmt == "hf"
     _check_options("hf" if hf else sources[0].fmt, options)
     task, fetch_urls = options.pop("task", None), options.pop("fetch_urls", False)
+    boxes = options.pop("boxes", None)
     staging = Staging(out, image_root=sources[0].image_root,
                       images_outside=options.pop("images_outside", "error"),
                       check_images=options.pop("check_images", True),
                       dedupe_ids=options.pop("dedupe_ids", False))
+    if boxes:
+        staging.transform = box_rewriter(boxes, staging)
     with staging:
         if hf:
             convert_hf(src, staging, task=task, fetch_urls=fetch_urls, **options)

@@ -61,6 +61,7 @@ class Staging:
         self._tmp_images: Path | None = None
         self._ids: dict[str, int] = {}
         self.count = 0
+        self.transform = None  # optional (sample, file, line) -> sample, e.g. box rewriting
 
     def __enter__(self) -> Staging:
         return self
@@ -124,8 +125,17 @@ class Staging:
             target.write_bytes(data)
         return f"{self.image_dir_name}/{name}"
 
+    def staged_file(self, rel: str) -> Path:
+        """Where an image path written in a sample is now (converter-written images are staged)."""
+        head, _, tail = rel.partition("/")
+        if head == self.image_dir_name and self._tmp_images is not None and (self._tmp_images / tail).exists():
+            return self._tmp_images / tail
+        return self.root / rel
+
     def write(self, sample: dict, *, file: str | Path, line: int) -> None:
         """Append one canonical sample; ids must be unique (or get ``-2``, ``-3``... suffixes)."""
+        if self.transform is not None:
+            sample = self.transform(sample, file=file, line=line)
         sid = sample["id"]
         if sid in self._ids:
             if not self.dedupe_ids:
