@@ -28,7 +28,7 @@ after the last record converted (:mod:`vlmtune.data.convert_output`). The datase
 ``out``'s folder; image paths are written relative to it.
 
 Options (``**options``): ``task`` (set on every sample), ``images_outside``
-("error" | "copy" | "keep"), ``check_images`` (True), ``dedupe_ids`` (False),
+("error" | "copy" | "keep"; keep needs ``allow_outside_root=True``), ``check_images`` (True), ``dedupe_ids`` (False),
 ``fetch_urls`` (False: http(s) image URLs are refused), ``boxes`` ("FROM:TO": rewrite
 answers' boxes between conventions, :mod:`vlmtune.data.boxes`); for ``hf`` also
 ``image_column``, ``messages_column``, ``question_column``, ``answer_column``,
@@ -55,7 +55,8 @@ from vlmtune.errors import ConfigError, DataError
 
 CHAT_FORMATS = ("llava", "sharegpt", "internvl", "swift", "openai")
 FORMATS = ("auto", *CHAT_FORMATS, "alpaca", "hf")
-COMMON_OPTIONS = ("task", "images_outside", "check_images", "dedupe_ids", "fetch_urls", "boxes")
+COMMON_OPTIONS = ("task", "images_outside", "check_images", "dedupe_ids", "fetch_urls", "boxes",
+                  "allow_outside_root")
 
 
 def _record_format(first: Any) -> str:
@@ -171,7 +172,8 @@ def convert(src: Path, out: Path, *, fmt: str = "auto", image_root: Path | None 
     staging = Staging(out, image_root=sources[0].image_root,
                       images_outside=options.pop("images_outside", "error"),
                       check_images=options.pop("check_images", True),
-                      dedupe_ids=options.pop("dedupe_ids", False))
+                      dedupe_ids=options.pop("dedupe_ids", False),
+                      allow_outside_root=options.pop("allow_outside_root", False))
     if boxes:
         staging.transform = box_rewriter(boxes, staging)
     with staging:

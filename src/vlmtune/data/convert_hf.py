@@ -98,8 +98,8 @@ def _columns(columns: list[str], opts: dict[str, Any], src: Path) -> dict[str, s
     }
     if cols["messages"] is None and (cols["question"] is None or cols["answer"] is None):
         raise DataError(f"no conversation column (messages/conversations) and no question/answer "
-                        f"columns; columns are {columns}: pass messages_column= or "
-                        "question_column= and answer_column=", file=src)
+                        f"columns; columns are {columns}: name them with --column messages=NAME, "
+                        "or --column question=NAME --column answer=NAME", file=src)
     return cols
 
 
