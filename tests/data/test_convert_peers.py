@@ -231,3 +231,13 @@ def test_top_level_object_is_recognised_not_invalid_json(root):
     one = _dump(root / "one.json", {"conversations": [{"from": "human", "value": "hi"},
                                                       {"from": "gpt", "value": "hello"}]})
     assert convert(one, root / "one_out.jsonl") == 1
+
+
+def test_hf_conversion_prints_no_progress_bars(root, capfd):
+    pytest.importorskip("datasets")
+    src = _dump(root / "qa.json", [{"question": "2+2?", "answer": "4"}, {"question": "3+3?", "answer": "6"}])
+    assert convert(src, root / "out.jsonl", fmt="hf") == 2
+    assert "Generating train split" not in capfd.readouterr().err
+    import datasets
+
+    assert not datasets.are_progress_bars_disabled()  # the caller's setting is restored

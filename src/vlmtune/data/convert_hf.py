@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tempfile
 from collections.abc import Iterator
@@ -60,6 +61,18 @@ def _data_files(src: Path, split: str) -> tuple[str, list[str]]:
     return kinds.pop(), [str(f) for f in (named or files)]
 
 
+@contextlib.contextmanager
+def _no_progress_bars(datasets):
+    """Turn datasets' progress bars off for one call, restoring what the caller had."""
+    was_off = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_off:
+            datasets.enable_progress_bars()
+
+
 def _load(src: Path, split: str, cache_dir: str):
     try:
         import datasets
@@ -71,7 +84,8 @@ def _load(src: Path, split: str, cache_dir: str):
             ds = datasets.load_from_disk(str(src))
             return ds[split] if isinstance(ds, datasets.DatasetDict) else ds
         builder, files = _data_files(src, split)
-        return datasets.load_dataset(builder, data_files=files, split="train", cache_dir=cache_dir)
+        with _no_progress_bars(datasets):  # "Generating train split": our own line reports the count
+            return datasets.load_dataset(builder, data_files=files, split="train", cache_dir=cache_dir)
     except DataError:
         raise
     except Exception as err:  # datasets raises many types for unreadable input
