@@ -123,14 +123,16 @@ def eval_(config: Optional[Path] = typer.Argument(None, help="config YAML: evalu
 
 
 @app.command()
-def predict(model: str = typer.Option(..., "--model", help="base model dir, hub id or zoo name"),
-            adapter: Optional[list[str]] = typer.Option(None, "--adapter", help="PEFT adapter dir (repeatable)"),
+def predict(model: str = typer.Option(..., "--model", help="base or merged model dir, full fine-tune run "
+                                                         "dir, hub id or zoo name"),
+            adapter: Optional[list[str]] = typer.Option(None, "--adapter", help="PEFT adapter dir or run dir "
+                                                        "(runs/X finds runs/X/adapter; repeatable)"),
             image: Optional[list[str]] = typer.Option(None, "--image", help="image file (repeatable)"),
             prompt: str = typer.Option(..., "--prompt"),
             max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
             trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
                                                    help="allow the model's own Python code to run")) -> None:
-    """Answer one prompt with the base and each adapter (swapped on one loaded base)."""
+    """Answer one prompt with the model and each adapter (swapped on one loaded base)."""
     from vlmtune.evaluate.predict import predict as run_predict
 
     answers = run_predict(model, adapter or [], image or [], prompt, max_new_tokens=max_new_tokens,
