@@ -241,3 +241,14 @@ def test_hf_conversion_prints_no_progress_bars(root, capfd):
     import datasets
 
     assert not datasets.are_progress_bars_disabled()  # the caller's setting is restored
+
+
+@pytest.mark.parametrize("field,value", [("chat_template_kwargs", {"enable_thinking": False}),
+                                         ("objects", {"ref": ["cat"], "bbox": [[1, 2, 3, 4]]}),
+                                         ("rejected_response", "no")])
+def test_fields_that_cannot_be_honoured_are_refused_not_dropped(root, field, value):
+    rec = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], field: value}
+    src = _dump(root / "x.jsonl", [rec], lines=True)
+    with pytest.raises(DataError, match="is not supported") as err:
+        convert(src, root / "out.jsonl")
+    assert f":1: {field}:" in str(err.value)

@@ -23,7 +23,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vlmtune.data.convert_chat import images_of, finish_sample, to_messages
+from vlmtune.data.convert_chat import finish_sample, images_of, to_messages
+from vlmtune.data.convert_parts import refuse_unsupported
 from vlmtune.data.convert_refs import store_image
 from vlmtune.errors import DataError
 
@@ -31,7 +32,6 @@ ALPACA = {"prompt": "instruction", "query": "input", "response": "output", "hist
           "system": "system"}
 SWIFT = {"prompt": "query", "query": None, "response": "response", "history": "history",
          "system": "system"}
-UNSUPPORTED = ("chosen", "rejected", "kto_tag", "rejected_response", "tools", "objects")
 
 
 def columns_for(obj: dict, given: dict[str, str] | None = None) -> dict[str, str | None]:
@@ -80,10 +80,7 @@ def alpaca_sample(obj: Any, *, file: Path, line: int, staging, task: str | None 
 
     if not isinstance(obj, dict):
         raise err("sample", "each record must be a JSON object")
-    for key in UNSUPPORTED:
-        if obj.get(key) not in (None, [], ""):
-            raise err(key, "preference, tool and grounding-object fields are not supported: "
-                           "vlmtune trains supervised answers")
+    refuse_unsupported(obj, err)
     cols = columns_for(obj, columns)
     refs, key = images_of(obj, err, (columns or {}).get("images"))
     system = _text(obj, cols.get("system"), err, required=False) or None

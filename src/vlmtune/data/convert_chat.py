@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from vlmtune.data.convert_parts import MARKER, content_items, split_markers, train_flag
+from vlmtune.data.convert_parts import MARKER, content_items, refuse_unsupported, split_markers, train_flag
 from vlmtune.data.convert_refs import store_image
 from vlmtune.data.convert_meta import top_object
 from vlmtune.errors import DataError
@@ -265,6 +265,7 @@ def chat_sample(obj: Any, *, file: Path, line: int, staging, task: str | None = 
     columns = columns or {}
     if not isinstance(obj, dict):
         raise err("sample", "each record must be a JSON object")
+    refuse_unsupported(obj, err)
     refs, key = images_of(obj, err, columns.get("images"))
     turns_key = columns.get("messages") or (
         "conversations" if "conversations" in obj or "messages" not in obj else "messages")

@@ -27,6 +27,8 @@ MARKER = "<image>"
 _TEXT_KEYS = ("text", "value")
 _IMAGE_KEYS = ("image", "image_url", "url", "path", "value")
 VIDEO_TYPES = ("video", "video_url")
+UNSUPPORTED = ("chosen", "rejected", "kto_tag", "rejected_response", "tools", "objects",
+               "chat_template_kwargs")
 
 
 def split_markers(text: str) -> list[dict[str, str]]:
@@ -113,3 +115,15 @@ def train_flag(turn: dict, role: str, field: str, err) -> bool | None:
                                        "cannot be trained on")
         return None
     return False if off else None
+
+
+def refuse_unsupported(obj: dict, err) -> None:
+    """Fields vlmtune cannot honour stop the conversion (dropping them would train on
+    something else than the peer would): preference pairs, tools, ms-swift grounding
+    ``objects`` (write the boxes into the answer, see ``--boxes``), per-sample
+    ``chat_template_kwargs``."""
+    for key in UNSUPPORTED:
+        if obj.get(key) not in (None, [], "", {}):
+            raise err(key, "is not supported: vlmtune trains supervised answers with one chat "
+                           "template per run (preference, tool, grounding-object and per-sample "
+                           "template fields would be dropped)")
