@@ -195,7 +195,7 @@ def test_openai_image_url_file_url_data_uri_and_http_refused(root, check_canonic
         {"role": "assistant", "content": "x"}]}], lines=True)
     with pytest.raises(DataError, match="not downloaded .* pass --fetch-urls") as err:
         convert(src, root / "out2.jsonl")
-    assert "messages[0]" in str(err.value) and not (root / "out2.jsonl").exists()
+    assert "messages[0].content[0]:" in str(err.value) and not (root / "out2.jsonl").exists()
 
 
 def test_fetch_urls_stores_the_image(root, check_canonical, monkeypatch):

@@ -126,8 +126,9 @@ def _role(turn: dict, field: str, err, tags: dict[str, str]) -> str:
 
 def to_messages(turns: Any, n_images: int, err, *, field: str = "conversations",
                 system: str | None = None, prepend_all: bool = False,
-                tags: dict[str, str] | None = None) -> tuple[list[dict], list[Any]]:
-    """Turns ``[{from, value}]`` -> (canonical messages with image placeholders, inline refs).
+                tags: dict[str, str] | None = None) -> tuple[list[dict], list[tuple[Any, str]]]:
+    """Turns ``[{from, value}]`` -> (canonical messages with image placeholders, inline refs
+    as ``(reference, field)``).
 
     ``err(field, message)`` builds the located DataError. ``prepend_all`` lets
     marker-less turns take all images up front (HF datasets); otherwise only one.
@@ -139,7 +140,7 @@ def to_messages(turns: Any, n_images: int, err, *, field: str = "conversations",
     if not isinstance(turns, list) or not turns:
         raise err(field, "missing or empty: expected a list of {from, value} turns")
     messages = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
-    inline: list[Any] = []
+    inline: list[tuple[Any, str]] = []
     for i, turn in enumerate(turns):
         where = f"{field}[{i}]"
         if not isinstance(turn, dict):
@@ -274,9 +275,9 @@ def chat_sample(obj: Any, *, file: Path, line: int, staging, task: str | None = 
         raise err(columns.get("system", "system"), "must be a string")
     messages, inline = to_messages(obj.get(turns_key), len(refs), err, field=turns_key,
                                    system=system, tags=tags)
+    fields = [key if len(refs) == 1 and key == "image" else f"{key}[{i}]" for i in range(len(refs))]
     if inline:
-        refs, key = inline, turns_key
-    images = [store_image(ref, staging, file=file, line=line, fetch_urls=fetch_urls,
-                          field=key if len(refs) == 1 and key == "image" else f"{key}[{i}]")
-              for i, ref in enumerate(refs)]
+        refs, fields = [ref for ref, _ in inline], [where for _, where in inline]
+    images = [store_image(ref, staging, file=file, line=line, fetch_urls=fetch_urls, field=where)
+              for ref, where in zip(refs, fields)]
     return finish_sample(obj, messages, images, file=file, line=line, task=task)

@@ -148,15 +148,15 @@ def row_sample(row: dict, row_no: int, cols: dict[str, str | None], *, src: Path
     values = [] if raw is None else raw if isinstance(raw, list) else [raw]
     name = cols["image"] or "images"
 
-    def place(refs: list[Any], field: str) -> list[str]:
-        return [store_image(v, staging, file=src, line=row_no, field=f"{field}[{i}]",
-                            fetch_urls=fetch_urls) for i, v in enumerate(refs)]
+    def place(refs: list[tuple[Any, str]]) -> list[str]:
+        return [store_image(v, staging, file=src, line=row_no, field=where, fetch_urls=fetch_urls)
+                for v, where in refs]
 
-    images = place(values, name)
+    images = place([(v, f"{name}[{i}]") for i, v in enumerate(values)])
     if cols["messages"]:
         messages, inline = to_messages(row.get(cols["messages"]), len(images), err,
                                        field=cols["messages"], prepend_all=True)
-        images += place(inline, cols["messages"])
+        images += place(inline)
         answers = None
     else:
         question = row.get(cols["question"])

@@ -101,7 +101,8 @@ class Staging:
         if self.images_outside == "error":
             raise DataError(f"image {source} is outside the dataset root {root}; write the "
                             "output inside the image folder, pass --images-outside copy (images_outside='copy'), "
-                            "or keep them and load with data.allow_outside_root: true",
+                            "or --images-outside keep --allow-outside-root (then the run config needs "
+                            "data.allow_outside_root: true)",
                             file=file, line=line, field=field)
         return self._copy(source)
 

@@ -16,7 +16,7 @@ Example:
     >>> items, refs = content_items([{"type": "image_url", "image_url": {"url": "a.png"}},
     ...                              {"type": "text", "text": "What is it?"}], "c", None)
     >>> items, refs
-    ([{'type': 'image'}, {'type': 'text', 'text': 'What is it?'}], ['a.png'])
+    ([{'type': 'image'}, {'type': 'text', 'text': 'What is it?'}], [('a.png', 'c[0]')])
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ def _image_ref(item: dict) -> Any:
     return None
 
 
-def content_items(value: Any, field: str, err) -> tuple[list[dict[str, str]], list[Any]]:
-    """A turn's content -> (canonical items, inline image references in order).
+def content_items(value: Any, field: str, err) -> tuple[list[dict[str, str]], list[tuple[Any, str]]]:
+    """A turn's content -> (canonical items, ``(image reference, its field)`` in order).
 
     ``err(field, message)`` builds the located DataError.
     """
@@ -75,7 +75,7 @@ def content_items(value: Any, field: str, err) -> tuple[list[dict[str, str]], li
     if not isinstance(value, list):
         raise err(field, "must be a string or a list of content parts")
     items: list[dict[str, str]] = []
-    refs: list[Any] = []
+    refs: list[tuple[Any, str]] = []
     for j, item in enumerate(value):
         kind = item.get("type") if isinstance(item, dict) else None
         where = f"{field}[{j}]"
@@ -90,7 +90,7 @@ def content_items(value: Any, field: str, err) -> tuple[list[dict[str, str]], li
                 raise err(where, 'an image_url part needs "image_url": {"url": ...} or "value"')
             items.append({"type": "image"})
             if ref is not None:
-                refs.append(ref)
+                refs.append((ref, where))
         elif kind in VIDEO_TYPES:
             raise err(where, "video parts are not supported by this converter")
         else:
