@@ -252,3 +252,15 @@ def test_fields_that_cannot_be_honoured_are_refused_not_dropped(root, field, val
     with pytest.raises(DataError, match="is not supported") as err:
         convert(src, root / "out.jsonl")
     assert f":1: {field}:" in str(err.value)
+
+
+def test_internvl_meta_paths_relative_to_the_working_directory(root, monkeypatch, check_canonical):
+    """InternVL opens meta paths as given (from where training starts); vlmtune tries next to
+    the meta file first, then the working directory."""
+    (root / "shell").mkdir()
+    _dump(root / "ann.jsonl", [{"id": 1, "image": "mllm_demo_data/1.jpg", "conversations": [
+        {"from": "human", "value": "<image>\nColour?"}, {"from": "gpt", "value": "red"}]}], lines=True)
+    meta = _dump(root / "shell" / "meta.json", {"d": {"root": "./", "annotation": "ann.jsonl", "repeat_time": 1}})
+    monkeypatch.chdir(root)
+    assert convert(meta, root / "out.jsonl") == 1
+    assert check_canonical(root / "out.jsonl")[0]["images"] == ["mllm_demo_data/1.jpg"]

@@ -5,7 +5,8 @@ not as one conversation file. Each entry becomes a :class:`Source` (a file, wher
 images resolve, how to read it); ``convert`` streams every source into one output.
 
 - InternVL meta: ``{"name": {"root", "annotation", "repeat_time"?, "length"?, ...}}``.
-  Image paths resolve against ``root``; ``repeat_time`` < 1 keeps the first
+  Image paths resolve against ``root``; ``root`` and ``annotation`` are taken next to the
+  meta file, or from the current directory as InternVL reads them; ``repeat_time`` < 1 keeps the first
   ``int(n * repeat_time)`` records and an integer > 1 repeats the file, as InternVL's
   dataset does (repeated copies get ``-rep2``, ``-rep3``... ids). With several entries,
   ids are prefixed ``<name>/``.
@@ -99,6 +100,14 @@ def _pick(obj: dict, name: str | None, path: Path, kind: str) -> dict[str, dict]
     return {name: obj[name]}
 
 
+def _base(meta: Path, annotation: str) -> Path:
+    """Where an entry's relative paths start: the meta file's folder, or (InternVL opens
+    them as given) the current directory when the annotation is found only from there."""
+    if (meta.parent / annotation).exists() or not Path(annotation).exists():
+        return meta.parent
+    return Path.cwd()
+
+
 def _internvl(path: Path, entries: dict[str, dict], several: bool) -> list[Source]:
     sources = []
     for name, entry in entries.items():
@@ -110,7 +119,7 @@ def _internvl(path: Path, entries: dict[str, dict], several: bool) -> list[Sourc
                 repeat > 1 and repeat != int(repeat)):
             raise DataError("repeat_time must be a fraction in (0, 1] or a whole number",
                             field=f"{name}.repeat_time", file=path)
-        base = path.parent
+        base = _base(path, entry["annotation"])
         sources.append(Source(base / entry["annotation"], "internvl", base / entry["root"],
                               repeat=repeat, prefix=f"{name}/" if several else ""))
     return sources

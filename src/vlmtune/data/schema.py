@@ -9,7 +9,8 @@ One JSON object per line::
 
 ``content`` may also be a plain string (text only). An assistant message may carry
 ``"train": false``: it stays in the conversation as context but its tokens are not
-labelled (converters write it for ms-swift's ``loss: false``). Image paths resolve inside the dataset
+labelled (converters write it for ms-swift's ``loss: false``). ``image_sizes``
+(``[[width, height], ...]``, kept from InternVL's records) is carried, not read. Image paths resolve inside the dataset
 root (by default the JSONL file's directory) and may not escape it unless
 ``allow_outside_root``. ``answers`` defaults to the last assistant turn's text.
 Every problem raises :class:`DataError` with ``file:line: field: message``.
