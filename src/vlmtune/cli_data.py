@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 console = Console(stderr=True)
+# Function-level imports: as in cli.py, `vlmtune --help` starts without the library.
 
 
 def data_convert(src: Path = typer.Argument(..., help="input: LLaVA/ShareGPT/ms-swift/OpenAI/LLaMA-Factory "

@@ -57,6 +57,8 @@ _JSON = re.compile(rf"\{{[^{{}}]*\"bbox_2d\"\s*:\s*{_FOUR}[^{{}}]*\}}")
 _PLAIN = re.compile(rf"{_FOUR}|\(\s*({_N})\s*,\s*({_N})\s*\)\s*,?\s*\(\s*({_N})\s*,\s*({_N})\s*\)")
 
 Box = tuple[float, float, float, float]
+# Function-level imports: transformers (Qwen2.5-VL's resize rule) and PIL (image sizes) only
+# when a conversion needs pixels.
 
 
 @dataclass

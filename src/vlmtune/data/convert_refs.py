@@ -24,6 +24,7 @@ from vlmtune.errors import DataError
 REMOTE = ("http", "https")
 FETCH_TIMEOUT_S = 30
 MAX_FETCH_BYTES = 64 * 2**20
+# Function-level imports: urllib.request only when --fetch-urls asks for the network.
 
 
 def local_path(ref: str) -> str:
