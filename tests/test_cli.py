@@ -63,10 +63,15 @@ def test_train_eval_merge_predict(tmp_path, tiny_factory, shapes_data):
     assert "max |logit diff|" in merged.stderr
 
     image = shapes_data / json.loads((shapes_data / "test_vqa.jsonl").read_text().splitlines()[0])["images"][0]
-    answer = vlmtune("predict", "--model", model, "--adapter", run / "adapter", "--image", image,
+    answer = vlmtune("predict", "--model", model, "--adapter", run, "--image", image,  # a run dir finds adapter/
                      "--prompt", "What colour?", "--max-new-tokens", "2")
     assert answer.returncode == 0, answer.stderr
     assert answer.stdout.startswith("base: ") and "\ncli-lora: " in answer.stdout
+    from_merged = vlmtune("predict", "--model", tmp_path / "merged", "--image", image,
+                          "--prompt", "What colour?", "--max-new-tokens", "2")
+    assert from_merged.returncode == 0, from_merged.stderr
+    assert from_merged.stdout.startswith("merged:cli-lora: ")  # not "base:"
+    assert from_merged.stdout.split(": ", 1)[1] == answer.stdout.split("\ncli-lora: ", 1)[1]
 
 
 def test_bad_config_value_names_file_line_and_field(tmp_path, tiny_factory, shapes_data):

@@ -20,6 +20,7 @@ PKG = SRC / "vlmtune"
 LAYERS = ["foundation", "metrics", "testing", "data", "model", "train", "evaluate", "report", "diagnose",
           "compare", "zoo", "cli"]
 FOUNDATION = {"errors", "atomic", "config", "config_errors", "rundir", "families", "__init__"}
+CLI = {"cli", "cli_data"}  # cli_data.py: the data subcommands, registered on cli.py's `data` group
 
 # (importer, imported) packages that may run upward, and why.
 ALLOWED_UP = {
@@ -42,7 +43,7 @@ def module_name(path: Path) -> str:
 def layer_of(module: str) -> str:
     parts = module.split(".")
     top = parts[1] if len(parts) > 1 else "__init__"
-    return "foundation" if top in FOUNDATION else top
+    return "foundation" if top in FOUNDATION else "cli" if top in CLI else top
 
 
 def imports_of(path: Path, modules: set[str]) -> set[str]:

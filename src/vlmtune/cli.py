@@ -15,14 +15,16 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from vlmtune.cli_data import register_data_commands
 from vlmtune.errors import VlmtuneError
 # Function-level imports: every command imports its library module inside its function: `vlmtune
 # --help` and the light commands start without torch/transformers.
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Adapt vision-language models to your task: LoRA, QLoRA and full fine-tunes, measured.")
-data_app = typer.Typer(no_args_is_help=True, help="Dataset tools: convert formats to canonical JSONL, synthesize, check train vs eval format.")
+data_app = typer.Typer(no_args_is_help=True, help="Dataset tools: convert formats to canonical JSONL, split, synthesize, check train vs eval format.")
 app.add_typer(data_app, name="data")
+register_data_commands(data_app)
 zoo_app = typer.Typer(no_args_is_help=True, help="Tiny models: random checkpoints of real architectures; rebuild vlmtune/tiny-shapes.")
 app.add_typer(zoo_app, name="zoo")
 diagnose_app = typer.Typer(no_args_is_help=True, help="Diagnostics: rank of a full update, vision bottleneck, learning curve.")
@@ -121,14 +123,16 @@ def eval_(config: Optional[Path] = typer.Argument(None, help="config YAML: evalu
 
 
 @app.command()
-def predict(model: str = typer.Option(..., "--model", help="base model dir, hub id or zoo name"),
-            adapter: Optional[list[str]] = typer.Option(None, "--adapter", help="PEFT adapter dir (repeatable)"),
+def predict(model: str = typer.Option(..., "--model", help="base or merged model dir, full fine-tune run "
+                                                         "dir, hub id or zoo name"),
+            adapter: Optional[list[str]] = typer.Option(None, "--adapter", help="PEFT adapter dir or run dir "
+                                                        "(runs/X finds runs/X/adapter; repeatable)"),
             image: Optional[list[str]] = typer.Option(None, "--image", help="image file (repeatable)"),
             prompt: str = typer.Option(..., "--prompt"),
             max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
             trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
                                                    help="allow the model's own Python code to run")) -> None:
-    """Answer one prompt with the base and each adapter (swapped on one loaded base)."""
+    """Answer one prompt with the model and each adapter (swapped on one loaded base)."""
     from vlmtune.evaluate.predict import predict as run_predict
 
     answers = run_predict(model, adapter or [], image or [], prompt, max_new_tokens=max_new_tokens,
@@ -166,22 +170,6 @@ def report(grid_dir: Path = typer.Argument(..., help="a grid directory (out_dir/
     paths = build_report(grid_dir)
     console.print(summary_table(grid_dir))
     console.print(f"report: {paths['html']}  {paths['md']}")
-
-
-@data_app.command("convert")
-def data_convert(src: Path = typer.Argument(..., help="input file (LLaVA/ShareGPT json/jsonl, InternVL jsonl, "
-                                                      "parquet/json for HF datasets)"),
-                 out: Path = typer.Argument(..., help="output canonical JSONL"),
-                 fmt: str = typer.Option("auto", "--format", help="auto|llava|sharegpt|internvl|hf"),
-                 image_root: Optional[Path] = typer.Option(None, "--image-root",
-                                                           help="where the source's image paths resolve"),
-                 images_outside: str = typer.Option("error", "--images-outside",
-                                                    help="images outside the output folder: error|copy|keep")) -> None:
-    """Convert a dataset to vlmtune's canonical JSONL."""
-    from vlmtune.data.convert import convert
-
-    n = convert(src, out, fmt=fmt, image_root=image_root, images_outside=images_outside)
-    console.print(f"wrote {n} samples to {out}")
 
 
 @data_app.command("synth")

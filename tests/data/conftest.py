@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-FIELDS = {"id", "images", "messages", "task", "answers", "options"}
+FIELDS = {"id", "images", "messages", "task", "answers", "options", "image_sizes"}
 
 
 def _check_line(sample: dict, root: Path) -> None:
@@ -21,7 +21,8 @@ def _check_line(sample: dict, root: Path) -> None:
     assert roles[-1] == "assistant" and "user" in roles, roles
     placeholders = 0
     for message in sample["messages"]:
-        assert set(message) == {"role", "content"} and isinstance(message["content"], list)
+        assert set(message) - {"train"} == {"role", "content"} and isinstance(message["content"], list)
+        assert message.get("train", False) is False and (message["role"] == "assistant" or "train" not in message)
         for item in message["content"]:
             assert item in ({"type": "image"},) or (
                 set(item) == {"type", "text"} and item["type"] == "text" and item["text"]), item

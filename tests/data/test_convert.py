@@ -182,7 +182,9 @@ def test_image_outside_output_root(root, check_canonical):
     src = _write_jsonl(root / "in.jsonl", [GOOD])
     (root / "deep").mkdir()
     _fails(src, root / "deep" / "o.jsonl", "outside the dataset root")
-    assert convert(src, root / "deep" / "o.jsonl", images_outside="keep") == 1
+    _fails(src, root / "deep" / "o.jsonl", "data.allow_outside_root: true; pass --allow-outside-root",
+           images_outside="keep")  # at convert time, not seconds into training
+    assert convert(src, root / "deep" / "o.jsonl", images_outside="keep", allow_outside_root=True) == 1
     assert _read(root / "deep" / "o.jsonl")[0]["images"] == ["../a.png"]
 
 

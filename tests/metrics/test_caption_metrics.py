@@ -83,3 +83,14 @@ def test_missing_pycocoevalcap_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_coco)
     with pytest.raises(MissingDependencyError, match="pip install pycocoevalcap"):
         score([{"id": 0, "prediction": "a", "answers": ["a"]}], ["bleu4"])
+
+
+@needs_coco
+def test_java_untokenizable_warnings_are_silenced(capfd):
+    """PTBLexer's per-character warnings (a control character here) do not reach the
+    terminal during eval/compare; the scores are unchanged by the filter."""
+    recs = [{"prediction": "a red \x01 circle", "answers": ["a red circle"]}]
+    summary, _ = score(recs, ["bleu1"])
+    out, err = capfd.readouterr()
+    assert "Untokenizable" not in err and "PTBLexer" not in err and "PTBTokenizer" not in err, err
+    assert summary["bleu1"] == pytest.approx(1.0)

@@ -194,3 +194,26 @@ def test_a_run_that_stopped_early_is_not_taken_for_untuned(fake_grid, tmp_path):
     runs = {r.name: r for r in load_grid_runs(grid)}
     assert runs["full"].trains and runs["full"].kind == "full"
     assert runs["3-shot"].kind == "shots"
+
+
+def test_terminal_summary_fits_80_columns_without_breaking_words(fake_grid):
+    from rich.console import Console
+
+    from vlmtune.compare.run import summary_table
+
+    names = sorted(p.name for p in fake_grid.iterdir() if (p / "config.yaml").is_file())
+    for width in (80, 200):
+        console = Console(width=width, record=True)
+        console.print(summary_table(fake_grid, {n: "done" for n in names}, width=width))
+        text = console.export_text()
+        assert max(len(line) for line in text.splitlines()) <= width
+        for name in names:  # every variant's name whole, on one line
+            assert any(name in line for line in text.splitlines()), (name, text)
+    narrow = Console(width=80, record=True)
+    narrow.print(summary_table(fake_grid, width=80))
+    wide = Console(width=200, record=True)
+    wide.print(summary_table(fake_grid, width=200))
+    texts = [console.export_text() for console in (narrow, wide)]
+    assert max(len(line) for line in texts[0].splitlines()) <= 80
+    columns = [text.splitlines()[1].count("┳") + 1 for text in texts]
+    assert columns[0] < columns[1]  # key columns only at 80

@@ -165,3 +165,10 @@ def test_a_variant_above_the_prior_says_by_how_much():
     assert lines[0].startswith("full beats a constant answer ('[22, 24, 40, 41]' (the median training box) to "
                                "every item: IoU 0.11) by 0.49 (noise ±")
     assert not has(verdict([base(0.0), e("full", "full", 0.6, seed=2)], "IoU", baseline="baseline"), "constant")
+
+
+def test_no_untuned_model_is_mentioned_in_a_grid_without_one():
+    trained_only = verdict([e("lora", "lora", 0.07, seed=2, r=16, label="LoRA r=16"),
+                            e("full", "full", 0.08, seed=3)], "IoU", prior=prior(0.11))
+    assert "format, not the task" in trained_only[0]
+    assert not has(trained_only, "untuned")

@@ -27,6 +27,7 @@ from typing import Any, Callable
 import yaml
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from vlmtune.atomic import write_text
 from vlmtune.compare.grid import Grid, Variant, load_grid
@@ -192,20 +193,28 @@ def _grid_record(grid: Grid) -> dict[str, Any]:
             "variants": [{"name": v.name, "trains": v.trains} for v in grid.variants]}
 
 
-def summary_table(grid_dir: Path, status: dict[str, str] | None = None) -> Table:
-    """The report's main numbers as a rich table, for the terminal."""
+def summary_table(grid_dir: Path, status: dict[str, str] | None = None, width: int | None = None) -> Table:
+    """The report's main numbers as a rich table, only the columns that fit ``width``
+    (default: the terminal's) without breaking words (report/terminal.py)."""
     from vlmtune.report.read import load_grid_runs
     from vlmtune.report.summary import summarize
     from vlmtune.report.table import table_rows
+    from vlmtune.report.terminal import fit_columns, needed_width
 
     runs = load_grid_runs(grid_dir)
     header, rows = table_rows(summarize(runs))
-    keep = [i for i, col in enumerate(header) if col not in _FULL_REPORT_ONLY]
+    if status:
+        header = [header[0], "status", *header[1:]]
+        rows = [[row[0], status.get(run.name, "-"), *row[1:]] for run, row in zip(runs, rows)]
+    shown = [i for i, col in enumerate(header) if col not in _FULL_REPORT_ONLY]
+    header, rows = [header[i] for i in shown], [[row[i] for i in shown] for row in rows]
+    keep = fit_columns(header, rows, width or Console(stderr=True).width)
     table = Table(title=f"{Path(grid_dir).name} (all columns: report.html)", show_lines=False)
-    for col in (["status"] if status else []) + [header[i] for i in keep]:
-        table.add_column(col, overflow="fold")
-    for run, row in zip(runs, rows):
-        table.add_row(*([status.get(run.name, "-")] if status else []), *[row[i] for i in keep])
+    for i in keep:  # cells whole on one line; only headers wrap, between words
+        table.add_column(Text(header[i], no_wrap=False), no_wrap=True,
+                         width=needed_width(header[i], [row[i] for row in rows]) - 3)
+    for row in rows:
+        table.add_row(*[row[i] for i in keep])
     return table
 
 

@@ -8,8 +8,11 @@ The three formats share one shape, so one reader serves them::
                        {"from": "gpt", "value": "A cat."}]}
 
 ``from``/``value`` may also be ``role``/``content`` (OpenAI-style ShareGPT), with roles
-human|user, gpt|assistant, system. InternVL's ``width``/``height`` are ignored; lines
-without an image are text-only samples.
+human|user, gpt|assistant, system. InternVL's ``width``/``height`` are kept on the sample
+(box conversion reads them); lines without an image are text-only samples. Turns may also
+be ms-swift/OpenAI ``messages`` with content parts and per-turn ``loss``
+(:mod:`vlmtune.data.convert_parts`); image references may be paths, ``file://``/``data:``
+URLs (:mod:`vlmtune.data.convert_refs`).
 
 Image markers: every ``<image>`` becomes a ``{"type": "image"}`` item where it stands;
 the text before and after is kept, minus the one newline that joins it to the marker
@@ -31,10 +34,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from vlmtune.data.convert_parts import MARKER, content_items, refuse_unsupported, split_markers, train_flag
+from vlmtune.data.convert_refs import store_image
+from vlmtune.data.convert_meta import top_object
 from vlmtune.errors import DataError
 
-MARKER = "<image>"
+__all__ = ["chat_sample", "iter_records", "split_markers", "to_messages"]
 USER, ASSISTANT, SYSTEM = ("human", "user"), ("gpt", "assistant", "model"), ("system",)
+TOOL = ("observation", "function_call", "function", "tool", "tool_call", "tool_response")
 
 
 def iter_records(path: Path) -> Iterator[tuple[int, Any]]:
@@ -60,6 +67,10 @@ def iter_records(path: Path) -> Iterator[tuple[int, Any]]:
             try:
                 yield line_no, json.loads(line)
             except json.JSONDecodeError as err:
+                whole = top_object(path) if line_no == 1 else None
+                if whole is not None:  # one record spread over several lines
+                    yield 1, whole
+                    return
                 raise DataError(f"invalid JSON: {err.msg} (column {err.colno})",
                                 file=path, line=line_no) from None
 
@@ -96,71 +107,60 @@ def _iter_array(path: Path) -> Iterator[tuple[int, Any]]:
         pos = skip(pos + 1)
 
 
-def split_markers(text: str) -> list[dict[str, str]]:
-    """Text with ``<image>`` markers -> content items, markers in place."""
-    pieces = text.split(MARKER)
-    items: list[dict[str, str]] = []
-    for i, piece in enumerate(pieces):
-        if i > 0:
-            items.append({"type": "image"})
-            piece = piece[1:] if piece.startswith("\n") else piece
-        if i < len(pieces) - 1 and piece.endswith("\n"):
-            piece = piece[:-1]
-        if piece.strip():
-            items.append({"type": "text", "text": piece})
-    return items
-
-
-def _content(value: Any, field: str, err) -> list[dict[str, str]]:
-    """A turn's value: a string with markers, or a list of canonical content items."""
-    if isinstance(value, str):
-        return split_markers(value)
-    if not isinstance(value, list):
-        raise err(field, "must be a string or a list of {type: text|image} items")
-    items = []
-    for j, item in enumerate(value):
-        kind = item.get("type") if isinstance(item, dict) else None
-        if kind == "image":
-            items.append({"type": "image"})
-        elif kind == "text" and isinstance(item.get("text"), str):
-            items.extend(split_markers(item["text"]))
-        else:
-            raise err(f"{field}[{j}]", 'expected {"type": "text", "text": ...} or {"type": "image"}')
-    return items
-
-
-def _role(turn: dict, field: str, err) -> str:
-    raw = turn.get("from", turn.get("role"))
+def _role(turn: dict, field: str, err, tags: dict[str, str]) -> str:
+    key = tags.get("role_tag") or ("from" if "from" in turn else "role")
+    raw = turn.get(key)
     name = str(raw).lower()
+    custom = {tags.get("user_tag"): "user", tags.get("assistant_tag"): "assistant",
+              tags.get("system_tag"): "system"}
+    if raw in custom and raw is not None:
+        return custom[raw]
     for role, names in (("user", USER), ("assistant", ASSISTANT), ("system", SYSTEM)):
         if name in names:
             return role
-    raise err(f"{field}.from", f"unknown speaker {raw!r}; expected human|user, gpt|assistant or system")
+    if name in TOOL or raw in (tags.get("observation_tag"), tags.get("function_tag")):
+        raise err(f"{field}.{key}", f"tool turns ({raw!r}) are not supported: vlmtune trains "
+                                    "user/assistant conversations")
+    raise err(f"{field}.{key}", f"unknown speaker {raw!r}; expected human|user, gpt|assistant or system")
 
 
 def to_messages(turns: Any, n_images: int, err, *, field: str = "conversations",
-                system: str | None = None, prepend_all: bool = False) -> list[dict]:
-    """Turns ``[{from, value}]`` -> canonical messages with image placeholders.
+                system: str | None = None, prepend_all: bool = False,
+                tags: dict[str, str] | None = None) -> tuple[list[dict], list[tuple[Any, str]]]:
+    """Turns ``[{from, value}]`` -> (canonical messages with image placeholders, inline refs
+    as ``(reference, field)``).
 
     ``err(field, message)`` builds the located DataError. ``prepend_all`` lets
     marker-less turns take all images up front (HF datasets); otherwise only one.
+    ``tags`` renames keys and speakers (LLaMA-Factory's ``role_tag``, ``content_tag``,
+    ``user_tag``...). Inline refs are images named inside content parts; when there are
+    any, ``n_images`` (the record-level list) must be 0.
     """
+    tags = tags or {}
     if not isinstance(turns, list) or not turns:
         raise err(field, "missing or empty: expected a list of {from, value} turns")
     messages = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
+    inline: list[tuple[Any, str]] = []
     for i, turn in enumerate(turns):
         where = f"{field}[{i}]"
         if not isinstance(turn, dict):
             raise err(where, "each turn must be an object with 'from' and 'value'")
-        role = _role(turn, where, err)
-        key = "value" if "value" in turn or ("content" not in turn and "from" in turn) else "content"
-        content = _content(turn.get(key), f"{where}.{key}", err)
+        role = _role(turn, where, err, tags)
+        key = tags.get("content_tag") or (
+            "value" if "value" in turn or ("content" not in turn and "from" in turn) else "content")
+        content, refs = content_items(turn.get(key), f"{where}.{key}", err)
         if role != "user" and any(c["type"] == "image" for c in content):
-            raise err(f"{where}.{key}", f"{MARKER} is only allowed in user turns")
-        messages.append({"role": role, "content": content})
-    _place_images(messages, n_images, field, err, prepend_all)
+            raise err(f"{where}.{key}", "images are only allowed in user turns")
+        inline.extend(refs)
+        message = {"role": role, "content": content}
+        if train_flag(turn, role, where, err) is False:
+            message["train"] = False
+        messages.append(message)
+    if inline and n_images:
+        raise err(field, "images are named both inside the turns and in the record's image list")
+    _place_images(messages, len(inline) or n_images, field, err, prepend_all)
     _check_turns(messages, field, err)
-    return messages
+    return messages, inline
 
 
 def _place_images(messages: list[dict], n_images: int, field: str, err, prepend_all: bool) -> None:
@@ -188,26 +188,66 @@ def _check_turns(messages: list[dict], field: str, err) -> None:
             raise err(field, f"turn {i} ({message['role']}) is empty")
 
 
-def _images_of(obj: dict, err) -> tuple[list[Any], str]:
+def images_of(obj: dict, err, images_key: str | None = None) -> tuple[list[Any], str]:
     """The record's image references and the field they came from."""
     if "video" in obj or "videos" in obj:
         raise err("video", "video samples are not supported")
+    if images_key is not None:
+        value = obj.get(images_key)
+        value = [] if value is None else [value] if isinstance(value, (str, dict)) else value
+        if not isinstance(value, list):
+            raise err(images_key, "must be a path or a list of paths")
+        return value, images_key
     if obj.get("image") is not None and obj.get("images") is not None:
         raise err("image", "give either 'image' or 'images', not both")
     for key in ("image", "images"):
         value = obj.get(key)
         if value is None:
             continue
-        value = [value] if isinstance(value, str) else value
+        value = [value] if isinstance(value, (str, dict)) else value
         if not isinstance(value, list):
             raise err(key, "must be a path or a list of paths")
         return value, key
     return [], "images"
 
 
+def finish_sample(obj: dict, messages: list[dict], images: list[str], *, file: Path, line: int,
+                  task: str | None) -> dict:
+    """The canonical sample: id, images, messages, task, answers (+ InternVL's width/height)."""
+    sid = obj.get("id")
+    sample = {"id": str(sid) if sid is not None else f"{file.stem}-{line}", "images": images,
+              "messages": messages}
+    if task:
+        sample["task"] = task
+    last = next(m for m in reversed(messages) if m["role"] == "assistant")
+    sample["answers"] = ["".join(c.get("text", "") for c in last["content"])]
+    sizes = recorded_sizes(obj, len(images))
+    if sizes:
+        sample["image_sizes"] = sizes
+    return sample
+
+
+def recorded_sizes(obj: dict, n_images: int) -> list[list[int]] | None:
+    """InternVL's recorded ``width``/``height`` (or ``width_list``/``height_list``) as
+    ``[[w, h], ...]`` per image; kept so box conversions can be checked against them."""
+    widths, heights = obj.get("width_list", obj.get("width")), obj.get("height_list", obj.get("height"))
+    widths = [widths] if isinstance(widths, int) else widths
+    heights = [heights] if isinstance(heights, int) else heights
+    if (not isinstance(widths, list) or not isinstance(heights, list) or len(widths) != n_images
+            or len(heights) != n_images or not n_images):
+        return None
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in widths + heights):
+        return None
+    return [[w, h] for w, h in zip(widths, heights)]
+
+
 def chat_sample(obj: Any, *, file: Path, line: int, staging, task: str | None = None,
-                fmt: str = "llava") -> dict:
-    """One LLaVA/ShareGPT/InternVL record -> one canonical sample (images placed via staging).
+                fmt: str = "llava", columns: dict[str, str] | None = None,
+                tags: dict[str, str] | None = None, fetch_urls: bool = False) -> dict:
+    """One LLaVA/ShareGPT/InternVL/ms-swift/OpenAI record -> one canonical sample.
+
+    ``columns`` (LLaMA-Factory ``dataset_info.json``) renames ``messages``, ``system`` and
+    ``images``; ``tags`` renames turn keys and speakers.
 
     Example:
         >>> import tempfile
@@ -223,22 +263,21 @@ def chat_sample(obj: Any, *, file: Path, line: int, staging, task: str | None = 
     def err(field: str, message: str) -> DataError:
         return DataError(f"{message} (read as {fmt})", file=file, line=line, field=field)
 
+    columns = columns or {}
     if not isinstance(obj, dict):
         raise err("sample", "each record must be a JSON object")
-    refs, key = _images_of(obj, err)
-    turns_key = "conversations" if "conversations" in obj or "messages" not in obj else "messages"
-    system = obj.get("system")
+    refuse_unsupported(obj, err)
+    refs, key = images_of(obj, err, columns.get("images"))
+    turns_key = columns.get("messages") or (
+        "conversations" if "conversations" in obj or "messages" not in obj else "messages")
+    system = obj.get(columns.get("system", "system"))
     if system is not None and not isinstance(system, str):
-        raise err("system", "must be a string")
-    messages = to_messages(obj.get(turns_key), len(refs), err, field=turns_key, system=system)
-    images = [staging.image_path(ref, file=file, line=line,
-                                 field=key if len(refs) == 1 and key == "image" else f"{key}[{i}]")
-              for i, ref in enumerate(refs)]
-    sid = obj.get("id")
-    sample = {"id": str(sid) if sid is not None else f"{file.stem}-{line}", "images": images,
-              "messages": messages}
-    if task:
-        sample["task"] = task
-    last = next(m for m in reversed(messages) if m["role"] == "assistant")
-    sample["answers"] = ["".join(c.get("text", "") for c in last["content"])]
-    return sample
+        raise err(columns.get("system", "system"), "must be a string")
+    messages, inline = to_messages(obj.get(turns_key), len(refs), err, field=turns_key,
+                                   system=system, tags=tags)
+    fields = [key if len(refs) == 1 and key == "image" else f"{key}[{i}]" for i in range(len(refs))]
+    if inline:
+        refs, fields = [ref for ref, _ in inline], [where for _, where in inline]
+    images = [store_image(ref, staging, file=file, line=line, fetch_urls=fetch_urls, field=where)
+              for ref, where in zip(refs, fields)]
+    return finish_sample(obj, messages, images, file=file, line=line, task=task)

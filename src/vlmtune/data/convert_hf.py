@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tempfile
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmtune.data.convert_chat import split_markers, to_messages
+from vlmtune.data.convert_refs import store_image
 from vlmtune.errors import ConfigError, DataError, InputError
 # Function-level imports: `datasets` is optional (the hf extra) and slow to import.
 
@@ -59,6 +61,18 @@ def _data_files(src: Path, split: str) -> tuple[str, list[str]]:
     return kinds.pop(), [str(f) for f in (named or files)]
 
 
+@contextlib.contextmanager
+def _no_progress_bars(datasets):
+    """Turn datasets' progress bars off for one call, restoring what the caller had."""
+    was_off = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_off:
+            datasets.enable_progress_bars()
+
+
 def _load(src: Path, split: str, cache_dir: str):
     try:
         import datasets
@@ -70,7 +84,8 @@ def _load(src: Path, split: str, cache_dir: str):
             ds = datasets.load_from_disk(str(src))
             return ds[split] if isinstance(ds, datasets.DatasetDict) else ds
         builder, files = _data_files(src, split)
-        return datasets.load_dataset(builder, data_files=files, split="train", cache_dir=cache_dir)
+        with _no_progress_bars(datasets):  # "Generating train split": our own line reports the count
+            return datasets.load_dataset(builder, data_files=files, split="train", cache_dir=cache_dir)
     except DataError:
         raise
     except Exception as err:  # datasets raises many types for unreadable input
@@ -97,23 +112,9 @@ def _columns(columns: list[str], opts: dict[str, Any], src: Path) -> dict[str, s
     }
     if cols["messages"] is None and (cols["question"] is None or cols["answer"] is None):
         raise DataError(f"no conversation column (messages/conversations) and no question/answer "
-                        f"columns; columns are {columns}: pass messages_column= or "
-                        "question_column= and answer_column=", file=src)
+                        f"columns; columns are {columns}: name them with --column messages=NAME, "
+                        "or --column question=NAME --column answer=NAME", file=src)
     return cols
-
-
-def _image_ref(value: Any, staging, src: Path, row: int, field: str) -> str:
-    if isinstance(value, dict):
-        data, path = value.get("bytes"), value.get("path")
-        if data:
-            return staging.image_bytes(data, file=src, line=row, field=field)
-        value = path
-    if isinstance(value, (bytes, bytearray)):
-        return staging.image_bytes(bytes(value), file=src, line=row, field=field)
-    if isinstance(value, str):
-        return staging.image_path(value, file=src, line=row, field=field)
-    raise DataError(f"expected image bytes, a path or an {{bytes, path}} struct, got "
-                    f"{type(value).__name__}", file=src, line=row, field=field)
 
 
 def _answers(value: Any, src: Path, row: int, field: str) -> list[str]:
@@ -124,19 +125,8 @@ def _answers(value: Any, src: Path, row: int, field: str) -> list[str]:
     return answers
 
 
-def _inline_images(turns: Any) -> list[Any]:
-    """Images stored inside content items (``{"type": "image", "image": ...}``)."""
-    found = []
-    for turn in turns if isinstance(turns, list) else []:
-        content = turn.get("content") if isinstance(turn, dict) else None
-        for item in content if isinstance(content, list) else []:
-            if isinstance(item, dict) and item.get("type") == "image" and item.get("image") is not None:
-                found.append(item["image"])
-    return found
-
-
 def row_sample(row: dict, row_no: int, cols: dict[str, str | None], *, src: Path, staging,
-               task: str | None) -> dict:
+               task: str | None, fetch_urls: bool = False) -> dict:
     """One dataset row -> one canonical sample.
 
     Example:
@@ -155,14 +145,18 @@ def row_sample(row: dict, row_no: int, cols: dict[str, str | None], *, src: Path
         return DataError(f"{message} (row {row_no})", file=src, line=row_no, field=field)
 
     raw = row.get(cols["image"]) if cols["image"] else None
-    if cols["image"] is None and cols["messages"]:
-        raw = _inline_images(row.get(cols["messages"])) or None
     values = [] if raw is None else raw if isinstance(raw, list) else [raw]
     name = cols["image"] or "images"
-    images = [_image_ref(v, staging, src, row_no, f"{name}[{i}]") for i, v in enumerate(values)]
+
+    def place(refs: list[tuple[Any, str]]) -> list[str]:
+        return [store_image(v, staging, file=src, line=row_no, field=where, fetch_urls=fetch_urls)
+                for v, where in refs]
+
+    images = place([(v, f"{name}[{i}]") for i, v in enumerate(values)])
     if cols["messages"]:
-        messages = to_messages(row.get(cols["messages"]), len(images), err,
-                               field=cols["messages"], prepend_all=True)
+        messages, inline = to_messages(row.get(cols["messages"]), len(images), err,
+                                       field=cols["messages"], prepend_all=True)
+        images += place(inline)
         answers = None
     else:
         question = row.get(cols["question"])
@@ -171,7 +165,7 @@ def row_sample(row: dict, row_no: int, cols: dict[str, str | None], *, src: Path
         answers = _answers(row.get(cols["answer"]), src, row_no, cols["answer"])
         turns = [{"role": "user", "content": split_markers(question)},
                  {"role": "assistant", "content": [{"type": "text", "text": answers[0]}]}]
-        messages = to_messages(turns, len(images), err, field=cols["question"], prepend_all=True)
+        messages, _ = to_messages(turns, len(images), err, field=cols["question"], prepend_all=True)
     last = next(m for m in reversed(messages) if m["role"] == "assistant")
     sid = row.get(cols["id"]) if cols["id"] else None
     sample = {"id": str(sid) if sid is not None else f"{src.stem}-{row_no}", "images": images,
@@ -189,7 +183,8 @@ def iter_rows(ds) -> Iterator[dict]:
         yield from table.to_pylist()
 
 
-def convert_hf(src: Path, staging, *, task: str | None = None, **opts: Any) -> None:
+def convert_hf(src: Path, staging, *, task: str | None = None, fetch_urls: bool = False,
+               **opts: Any) -> None:
     """Stream every row of the dataset at ``src`` through ``staging`` (see module doc)."""
     unknown = sorted(set(opts) - set(HF_OPTIONS))
     if unknown:
@@ -199,6 +194,7 @@ def convert_hf(src: Path, staging, *, task: str | None = None, **opts: Any) -> N
         ds = _load(src, opts.get("split") or "train", cache_dir)
         cols = _columns(list(ds.column_names), opts, src)
         for row_no, row in enumerate(iter_rows(ds), 1):
-            sample = row_sample(row, row_no, cols, src=src, staging=staging, task=task)
+            sample = row_sample(row, row_no, cols, src=src, staging=staging, task=task,
+                                fetch_urls=fetch_urls)
             staging.write(sample, file=src, line=row_no)
         del ds  # release memory-mapped cache files before the folder is removed

@@ -41,17 +41,20 @@ class Staging:
 
     ``images_outside`` says what to do with a referenced image that is not inside the
     dataset root: ``"error"`` (default), ``"copy"`` it into ``<stem>_images/``, or
-    ``"keep"`` a ``../`` path (then load with ``allow_outside_root``).
+    ``"keep"`` a ``../`` path, only with ``allow_outside_root=True`` (the same
+    acknowledgement the run config's ``data.allow_outside_root`` needs, asked at convert
+    time so the file does not fail seconds into training).
     """
 
     def __init__(self, out: Path, *, image_root: Path, images_outside: str = "error",
-                 check_images: bool = True, dedupe_ids: bool = False):
+                 check_images: bool = True, dedupe_ids: bool = False, allow_outside_root: bool = False):
         if images_outside not in OUTSIDE_POLICIES:
             raise ConfigError(f"must be one of {OUTSIDE_POLICIES}, got {images_outside!r}",
                               field="images_outside")
         self.out, self.root = Path(out), Path(out).parent
         self.image_root = Path(image_root)
         self.images_outside, self.check_images = images_outside, check_images
+        self.allow_outside_root = allow_outside_root
         self.dedupe_ids = dedupe_ids
         self.image_dir_name = f"{self.out.stem}_images"
         self.root.mkdir(parents=True, exist_ok=True)
@@ -61,6 +64,7 @@ class Staging:
         self._tmp_images: Path | None = None
         self._ids: dict[str, int] = {}
         self.count = 0
+        self.transform = None  # optional (sample, file, line) -> sample, e.g. box rewriting
 
     def __enter__(self) -> Staging:
         return self
@@ -88,11 +92,17 @@ class Staging:
             rel = os.path.relpath(source, os.path.abspath(self.root))
             return Path(rel if not rel.startswith("..") else source.resolve().relative_to(root)).as_posix()
         if self.images_outside == "keep":
+            if not self.allow_outside_root:  # else training would refuse the file, seconds in
+                raise DataError(f"image {source} is outside the dataset root {root}: training refuses "
+                                "it unless the run config sets data.allow_outside_root: true; pass "
+                                "--allow-outside-root to keep it that way, or --images-outside copy",
+                                file=file, line=line, field=field)
             return Path(os.path.relpath(source, os.path.abspath(self.root))).as_posix()
         if self.images_outside == "error":
             raise DataError(f"image {source} is outside the dataset root {root}; write the "
                             "output inside the image folder, pass --images-outside copy (images_outside='copy'), "
-                            "or keep them and load with data.allow_outside_root: true",
+                            "or --images-outside keep --allow-outside-root (then the run config needs "
+                            "data.allow_outside_root: true)",
                             file=file, line=line, field=field)
         return self._copy(source)
 
@@ -124,8 +134,17 @@ class Staging:
             target.write_bytes(data)
         return f"{self.image_dir_name}/{name}"
 
+    def staged_file(self, rel: str) -> Path:
+        """Where an image path written in a sample is now (converter-written images are staged)."""
+        head, _, tail = rel.partition("/")
+        if head == self.image_dir_name and self._tmp_images is not None and (self._tmp_images / tail).exists():
+            return self._tmp_images / tail
+        return self.root / rel
+
     def write(self, sample: dict, *, file: str | Path, line: int) -> None:
         """Append one canonical sample; ids must be unique (or get ``-2``, ``-3``... suffixes)."""
+        if self.transform is not None:
+            sample = self.transform(sample, file=file, line=line)
         sid = sample["id"]
         if sid in self._ids:
             if not self.dedupe_ids:

@@ -79,7 +79,9 @@ def render_chat(processor: Any, messages: list[dict]) -> Rendered:
     """
     info = template_info(processor)
     text, turns = locate(processor, messages, info, info.lead)
-    return Rendered(text, turns)
+    answers = [m for m in messages if m["role"] == "assistant"]
+    # "train": false (a converted per-turn `loss: false`) = context only: rendered, not labelled
+    return Rendered(text, [t for t, m in zip(turns, answers) if m.get("train") is not False])
 
 
 def render(processor: Any, family: Family, sample: Sample) -> Rendered:

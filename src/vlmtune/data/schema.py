@@ -7,7 +7,10 @@ One JSON object per line::
                   {"role": "assistant", "content": [{"type": "text", "text": "[12, 40, 56, 84]"}]}],
      "task": "grounding", "answers": ["[12, 40, 56, 84]"]}
 
-``content`` may also be a plain string (text only). Image paths resolve inside the dataset
+``content`` may also be a plain string (text only). An assistant message may carry
+``"train": false``: it stays in the conversation as context but its tokens are not
+labelled (converters write it for ms-swift's ``loss: false``). ``image_sizes``
+(``[[width, height], ...]``, kept from InternVL's records) is carried, not read. Image paths resolve inside the dataset
 root (by default the JSONL file's directory) and may not escape it unless
 ``allow_outside_root``. ``answers`` defaults to the last assistant turn's text.
 Every problem raises :class:`DataError` with ``file:line: field: message``.
@@ -102,7 +105,13 @@ def _check_messages(raw: Any, err) -> list[dict[str, Any]]:
         if "content" not in msg:
             raise err(f"messages[{i}].content", "is required")
         content = _normalise_content(msg["content"], f"messages[{i}].content", err)
-        messages.append({"role": msg["role"], "content": content})
+        message = {"role": msg["role"], "content": content}
+        if "train" in msg:  # an assistant turn kept as context but not learned
+            if msg["role"] != "assistant" or not isinstance(msg["train"], bool):
+                raise err(f"messages[{i}].train", "only assistant turns take train: true|false")
+            if msg["train"] is False:
+                message["train"] = False
+        messages.append(message)
     return messages
 
 

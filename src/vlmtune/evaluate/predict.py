@@ -36,18 +36,52 @@ def _open(paths: list[str]) -> list:
     return images
 
 
+def resolve_model(path: str) -> tuple[str, str]:
+    """(directory to load, label for its answers): a run dir means its ``model/`` (full
+    fine-tune); a ``vlmtune merge`` output is labelled ``merged:<run>``, a full fine-tune
+    ``<run>``, anything else (hub id, zoo name, base dir) ``base``.
+
+    Example:
+        >>> resolve_model("vlmtune/tiny-shapes")
+        ('vlmtune/tiny-shapes', 'base')
+    """
+    import json
+
+    local = Path(path)
+    if (local / "config.yaml").is_file() and (local / "model").is_dir():
+        local = local / "model"
+    report = local / "merge_report.json"
+    if report.is_file():
+        run = json.loads(report.read_text()).get("run") or local.name
+        return str(local), f"merged:{Path(run).name}"
+    if local.name == "model" and (local.parent / "config.yaml").is_file():
+        return str(local), local.parent.name
+    return (str(local) if local.is_dir() else path), "base"
+
+
+def resolve_adapter(path: str) -> tuple[Path, str]:
+    """(adapter dir, name): ``runs/X`` and ``runs/X/adapter`` both mean run X's adapter."""
+    local = Path(path)
+    if not (local / "adapter_config.json").is_file() and (local / "adapter" / "adapter_config.json").is_file():
+        local = local / "adapter"
+    name = local.resolve().parent.name if local.name == "adapter" else local.name
+    return local, name
+
+
 def predict(model_path: str, adapters: list[str], images: list[str], prompt: str, *,
             max_new_tokens: int = 64, trust_remote_code: bool = False) -> dict[str, str]:
-    """Answers keyed by ``base`` and by each adapter's name (its directory name)."""
-    model, processor, family = load_base(ModelConfig(path=model_path, trust_remote_code=trust_remote_code))
+    """Answers keyed by the model's label (``base``, ``merged:<run>``, ``<run>``; see
+    :func:`resolve_model`) and by each adapter's name (its run's or directory's name)."""
+    model_dir, label = resolve_model(model_path)
+    model, processor, family = load_base(ModelConfig(path=model_dir, trust_remote_code=trust_remote_code))
     model.eval()
     conversation, pictures = _message(prompt, len(images)), _open(images)
-    answers = {"base": Generator(model, processor, family, max_new_tokens=max_new_tokens)(
+    answers = {label: Generator(model, processor, family, max_new_tokens=max_new_tokens)(
         [conversation], [pictures])[0].text}
     names: list[str] = []
     for path in adapters:
-        name = Path(path).resolve().parent.name if Path(path).name == "adapter" else Path(path).name
-        while name in names or name == "base":
+        path, name = resolve_adapter(path)
+        while name in names or name == label:
             name += "'"
         names.append(name)
         model = attach_adapter(model, path, name)

@@ -16,7 +16,13 @@ Box text formats, tried in this order (numbers: ``12``, ``-3``, ``0.25``, ``1e2`
 A box with ``x2 < x1`` or ``y2 < y1`` or a non-finite number is invalid. A prediction
 with no box in these formats, or an invalid one, scores IoU 0 and counts in
 ``iou_unparseable``; an invalid gold box raises :class:`~vlmtune.errors.InputError`.
-Coordinates are not rescaled (Qwen-VL's 0-1000 grid must be converted beforehand).
+These find the box in every family's text style: InternVL
+``<ref>cat</ref><box>[[x1, y1, x2, y2]]</box>`` (1), Qwen2-VL
+``<|box_start|>(x1,y1),(x2,y2)<|box_end|>`` (2), Qwen2.5-VL/Qwen3-VL
+``{"bbox_2d": [x1, y1, x2, y2]}`` (1). Coordinates are not rescaled: gold and prediction
+must share a scale (write the gold in the model's convention with
+``vlmtune data convert --boxes FROM:TO``, :mod:`vlmtune.data.boxes`); IoU is the same in
+any scale applied to both boxes.
 With several gold boxes the best IoU counts. Two zero-area boxes score 0 (torchvision
 returns NaN for 0/0).
 

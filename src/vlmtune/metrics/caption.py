@@ -27,12 +27,19 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import shutil
+import sys
+import tempfile
 
 from .base import MissingDependencyError, PerSample, Summary, select
 # Function-level imports: pycocoevalcap is optional (the eval extra) and needs Java.
 
 BLEU = ("bleu1", "bleu2", "bleu3", "bleu4")
+# Stanford PTBLexer logs each character it drops (two lines: a java.util.logging header
+# naming PTBLexer, then "WARNING: Untokenizable: ...") and a speed line; they say nothing
+# about the scores, so they are dropped from eval/compare output. Anything else passes.
+_JAVA_NOISE = ("edu.stanford.nlp.process.PTBLexer", "Untokenizable:", "PTBTokenizer tokenized")
 NAMES = BLEU + ("meteor", "rouge_l", "cider")
 
 
@@ -60,13 +67,33 @@ def _require():
     return PTBTokenizer, Bleu, Meteor, Rouge, Cider
 
 
+@contextlib.contextmanager
+def _filtered_stderr():
+    """Route file descriptor 2 (inherited by the Java subprocess) through a filter."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode("utf-8", "replace").splitlines()
+                    if line.strip() and not any(mark in line for mark in _JAVA_NOISE)]
+            if kept:
+                sys.stderr.write("\n".join(kept) + "\n")
+
+
 def _tokenize(tokenizer_cls, records: list[dict]) -> tuple[dict, dict]:
     """One Java run for references and predictions: keys ``"g<i>"`` / ``"r<i>"``."""
     both = {}
     for i, rec in enumerate(records):
         both[f"g{i}"] = [{"caption": _clean(a)} for a in rec["answers"]]
         both[f"r{i}"] = [{"caption": _clean(rec["prediction"])}]
-    tokens = tokenizer_cls().tokenize(both)
+    with _filtered_stderr():
+        tokens = tokenizer_cls().tokenize(both)
     gts = {str(i): tokens[f"g{i}"] for i in range(len(records))}
     res = {str(i): tokens[f"r{i}"] for i in range(len(records))}
     return gts, res

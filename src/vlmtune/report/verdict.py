@@ -118,8 +118,16 @@ def _vs_prior(scored: list[Entry], prior: Entry | None, metric: str) -> list[str
     below = f", {num(-d.value)} below it" if d.value < 0 and beyond_noise(d) else ""
     return [f"No variant beats a constant answer: {prior.label} to every item scores {metric} "
             f"{num(prior.score)}; the best, {best.label}, scores {num(best.score)}{below} ({_noise(d)}). "
-            + ("No fine-tune improved the answer's format either." if _no_format_gain(scored) else
-               "What the variants gained over the untuned model is the answer's format, not the task.")]
+            + _format_tail(scored)]
+
+
+def _format_tail(scored: list[Entry]) -> str:
+    """What the variants learned if not the task; the untuned model is named only if the grid has one."""
+    if _no_format_gain(scored):
+        return "No fine-tune improved the answer's format either."
+    if any(not e.trained for e in scored):
+        return "What the variants gained over the untuned model is the answer's format, not the task."
+    return "What the variants learned is at most the answer's format, not the task."
 
 
 def _no_format_gain(scored: list[Entry]) -> bool:
