@@ -37,6 +37,7 @@ from typing import Any
 from vlmtune.data.convert_parts import MARKER, content_items, refuse_unsupported, split_markers, train_flag
 from vlmtune.data.convert_refs import store_image
 from vlmtune.data.convert_meta import top_object
+from vlmtune.data.schema import iter_jsonl
 from vlmtune.errors import DataError
 
 __all__ = ["chat_sample", "iter_records", "split_markers", "to_messages"]
@@ -60,19 +61,13 @@ def iter_records(path: Path) -> Iterator[tuple[int, Any]]:
     if head.startswith("["):
         yield from _iter_array(path)
         return
-    with path.open(encoding="utf-8-sig") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                yield line_no, json.loads(line)
-            except json.JSONDecodeError as err:
-                whole = top_object(path) if line_no == 1 else None
-                if whole is not None:  # one record spread over several lines
-                    yield 1, whole
-                    return
-                raise DataError(f"invalid JSON: {err.msg} (column {err.colno})",
-                                file=path, line=line_no) from None
+    try:
+        yield from iter_jsonl(path, what="file")
+    except DataError as err:
+        whole = top_object(path) if err.line == 1 else None
+        if whole is None:
+            raise
+        yield 1, whole  # one record spread over several lines
 
 
 def _iter_array(path: Path) -> Iterator[tuple[int, Any]]:

@@ -174,7 +174,7 @@ def iter_jsonl(path: str | Path, *, what: str = "file") -> Iterator[tuple[int, A
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{what} not found", file=path)
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8-sig") as handle:  # a byte-order mark is not part of line 1
         for line_no, line in enumerate(handle, 1):
             if not line.strip():
                 continue
