@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import InputError, VlmtuneError
 
@@ -92,3 +93,21 @@ def select(summary: Summary, per_sample: PerSample, keys: Sequence[str]
     keep = [k for k in summary if k in keys]
     return ({k: summary[k] for k in keep},
             [{k: row[k] for k in row if k in keys} for row in per_sample])
+
+
+def best_over_gold(record: dict, index: int, parse: Callable[[str], Any], similarity: Callable[[Any, Any], float],
+                   what: str) -> tuple[float, bool]:
+    """(best similarity of the parsed prediction over the parsed gold answers, prediction parsed).
+
+    An unparseable prediction scores 0; an unparseable gold answer raises InputError naming the
+    record and ``what`` the answer should be (e.g. ``"valid box [x1, y1, x2, y2]"``).
+    """
+    gold = []
+    for answer in record["answers"]:
+        parsed = parse(answer)
+        if parsed is None:
+            raise InputError(f"{record_label(record, index)}: gold answer {answer[:60]!r} is not a {what}",
+                             field="answers")
+        gold.append(parsed)
+    pred = parse(record["prediction"])
+    return (0.0, False) if pred is None else (max(similarity(pred, g) for g in gold), True)

@@ -38,8 +38,7 @@ from __future__ import annotations
 import math
 import re
 
-from ..errors import InputError
-from .base import PerSample, Summary, mean, record_label
+from .base import PerSample, Summary, best_over_gold, mean
 
 Box = tuple[float, float, float, float]
 _N = r"([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)"
@@ -76,26 +75,13 @@ def box_iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _gold_boxes(record: dict, index: int) -> list[Box]:
-    boxes = []
-    for answer in record["answers"]:
-        box = parse_box(answer)
-        if box is None:
-            raise InputError(f"{record_label(record, index)}: gold answer {answer!r} is not a "
-                             f"valid box [x1, y1, x2, y2]", field="answers")
-        boxes.append(box)
-    return boxes
-
-
 def compute(records: list[dict], names: tuple[str, ...]) -> tuple[Summary, PerSample]:
     """Family function: ``{"iou", "iou_acc@0.5", "iou_unparseable"}`` and per-sample."""
     per = []
     for i, rec in enumerate(records):
-        gold = _gold_boxes(rec, i)
-        pred = parse_box(rec["prediction"])
-        iou = 0.0 if pred is None else max(box_iou(pred, g) for g in gold)
+        iou, parsed = best_over_gold(rec, i, parse_box, box_iou, "valid box [x1, y1, x2, y2]")
         per.append({"iou": iou, "iou_acc@0.5": 1.0 if iou >= THRESHOLD else 0.0,
-                    "iou_unparseable": 1.0 if pred is None else 0.0})
+                    "iou_unparseable": 0.0 if parsed else 1.0})
     summary = {"iou": mean([p["iou"] for p in per]),
                "iou_acc@0.5": mean([p["iou_acc@0.5"] for p in per]),
                "iou_unparseable": int(sum(p["iou_unparseable"] for p in per))}

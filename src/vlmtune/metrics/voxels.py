@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import re
 
-from ..errors import InputError
-from .base import PerSample, Summary, mean, record_label
+from .base import PerSample, Summary, best_over_gold, mean
 
 Voxels = frozenset[tuple[int, int, int]]
 # A "[ ... ]" whose content is only "[...]" items separated by commas (or nothing).
@@ -55,25 +54,12 @@ def voxel_iou(a: Voxels, b: Voxels) -> float:
     return 1.0 if union == 0 else len(a & b) / union
 
 
-def _gold(record: dict, index: int) -> list[Voxels]:
-    grids = []
-    for answer in record["answers"]:
-        grid = parse_voxels(answer)
-        if grid is None:
-            raise InputError(f"{record_label(record, index)}: gold answer {answer[:60]!r} is "
-                             f"not a voxel list [[x, y, z], ...]", field="answers")
-        grids.append(grid)
-    return grids
-
-
 def compute(records: list[dict], names: tuple[str, ...]) -> tuple[Summary, PerSample]:
     """Family function: ``{"voxel_iou", "voxel_iou_unparseable"}`` and per-sample."""
     per = []
     for i, rec in enumerate(records):
-        gold = _gold(rec, i)
-        pred = parse_voxels(rec["prediction"])
-        iou = 0.0 if pred is None else max(voxel_iou(pred, g) for g in gold)
-        per.append({"voxel_iou": iou, "voxel_iou_unparseable": 1.0 if pred is None else 0.0})
+        iou, parsed = best_over_gold(rec, i, parse_voxels, voxel_iou, "voxel list [[x, y, z], ...]")
+        per.append({"voxel_iou": iou, "voxel_iou_unparseable": 0.0 if parsed else 1.0})
     summary = {"voxel_iou": mean([p["voxel_iou"] for p in per]),
                "voxel_iou_unparseable": int(sum(p["voxel_iou_unparseable"] for p in per))}
     return summary, per
