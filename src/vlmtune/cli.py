@@ -22,7 +22,7 @@ from vlmtune.errors import VlmtuneError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Adapt vision-language models to your task: LoRA, QLoRA and full fine-tunes, measured.")
-data_app = typer.Typer(no_args_is_help=True, help="Dataset tools: convert formats to canonical JSONL, split, synthesize, check train vs eval format.")
+data_app = typer.Typer(no_args_is_help=True, help="Dataset tools: convert formats to canonical JSONL, split, synthesize, check train vs eval format, preview labels.")
 app.add_typer(data_app, name="data")
 register_data_commands(data_app)
 zoo_app = typer.Typer(no_args_is_help=True, help="Tiny models: random checkpoints of real architectures; rebuild vlmtune/tiny-shapes.")

@@ -17,7 +17,7 @@ the served prompt (without it) is token for token the training prefix.
 
 Example:
     >>> info = template_info(processor)                      # doctest: +SKIP
-    >>> info.lead, info.note
+    >>> info.lead, info.note  # doctest: +SKIP
     (' ', "generation prompt ends 'ASSISTANT: ' but training joins ' ' to the answer ...")
 """
 

@@ -22,7 +22,7 @@ A family whose processor builds labels itself (PaliGemma's prompt + ``suffix``) 
 
 Example:
     >>> enc = encode_sample(processor, family, sample, sample.load_images(), ids)  # doctest: +SKIP
-    >>> len(enc.input_ids) == len(enc.labels)
+    >>> len(enc.input_ids) == len(enc.labels)  # doctest: +SKIP
     True
 """
 

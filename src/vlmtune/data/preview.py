@@ -7,8 +7,8 @@ with the labelled characters highlighted, the token counts (prompt, image, answe
 what ``data.max_length`` would cut. Axolotl's and LLaMA-Factory's users debug masks this way.
 
 Example:
-    >>> rows = preview(processor, family, samples[:3], image_ids, max_length=2048)  # doctest: +SKIP
-    >>> rows[0].to_json()["labelled_text"]
+    >>> row = preview_sample(processor, family, sample, image_ids, max_length=2048)  # doctest: +SKIP
+    >>> row.to_json()["labelled_text"]  # doctest: +SKIP
     ' green'
 """
 
