@@ -78,6 +78,9 @@ class DataConfig(_Section):
     allow_outside_root: bool = False
     general: str | None = None  # general-ability training data (the forgetting control)
     mix_general: float = Field(0.0, ge=0.0, lt=1.0)  # share of the training mix drawn from `general`
+    # video samples ({"type": "video"} parts): frames taken per second of video, and at most this many
+    video_fps: float = Field(2.0, gt=0)
+    video_max_frames: int = Field(32, ge=1)
 
 
 class FsdpConfig(_Section):

@@ -33,6 +33,7 @@ from vlmtune.data.dataset import EncodedDataset
 from vlmtune.data.encode import IGNORE, image_token_ids
 from vlmtune.data.mix import mix_general
 from vlmtune.data.schema import load_samples
+from vlmtune.data.video import VideoSampling, check_video_support
 from vlmtune.data.format_check import warn_format_mismatch
 from vlmtune.train.vision_share import VisionShare
 from vlmtune.errors import ConfigError, DataError, VlmtuneError
@@ -54,11 +55,13 @@ from vlmtune.train.vision_cache import VisionCache, resolve_mode as resolve_visi
 def load_split(cfg: RunConfig, path: str, processor: Any, family: Any, model_config: Any, *,
                mix: bool = False) -> EncodedDataset:
     """Load and encode a split; ``mix`` adds ``data.mix_general`` of general data (training)."""
+    video = VideoSampling(cfg.data.video_fps, cfg.data.video_max_frames)
     samples = load_samples(path, root=cfg.data.root, allow_outside_root=cfg.data.allow_outside_root,
-                           limit=cfg.data.max_samples)
+                           limit=cfg.data.max_samples, video=video)
     if mix and cfg.data.mix_general > 0:
-        general = load_samples(cfg.data.general, allow_outside_root=cfg.data.allow_outside_root)
+        general = load_samples(cfg.data.general, allow_outside_root=cfg.data.allow_outside_root, video=video)
         samples = mix_general(samples, general, cfg.data.mix_general, seed=cfg.train.seed)
+    check_video_support(samples, family, processor)
     data = EncodedDataset(samples, processor, family, image_token_ids(processor, model_config),
                           cfg.data.max_length)
     if not len(data):
