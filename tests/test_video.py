@@ -150,6 +150,14 @@ def test_video_sample_trains(family, video_key, tiny_factory, video_data, tmp_pa
     losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 6 and losses[-1] < losses[0] - 0.2, losses  # LoRA at lr 2e-2 learns
 
+    from vlmtune.evaluate import evaluate
+
+    scores = evaluate(cfg.model_copy(update={"eval": cfg.eval.model_copy(update={
+        "test": str(video_data / "train.jsonl")})}), run=run, out=run)
+    assert scores["tasks"]["default"]["n"] == 3
+    predictions = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    assert {p["id"] for p in predictions} == {"v1", "v2", "i1"}
+
 
 def test_video_labels_cover_the_answer_only(tiny_factory, video_data):
     """InternVL replaces <video> by per-frame image blocks (text + image tokens), which the

@@ -29,6 +29,11 @@ class VideoSampling:
     fps: float = 2.0  # frames taken per second of video
     max_frames: int = 32  # cap; above it, frames spread evenly over the whole clip
 
+    @classmethod
+    def of(cls, data: Any) -> "VideoSampling":
+        """From a run's ``data`` section (``video_fps``, ``video_max_frames``)."""
+        return cls(data.video_fps, data.video_max_frames)
+
 
 @dataclass
 class Clip:

@@ -55,7 +55,7 @@ from vlmtune.train.vision_cache import VisionCache, resolve_mode as resolve_visi
 def load_split(cfg: RunConfig, path: str, processor: Any, family: Any, model_config: Any, *,
                mix: bool = False) -> EncodedDataset:
     """Load and encode a split; ``mix`` adds ``data.mix_general`` of general data (training)."""
-    video = VideoSampling(cfg.data.video_fps, cfg.data.video_max_frames)
+    video = VideoSampling.of(cfg.data)
     samples = load_samples(path, root=cfg.data.root, allow_outside_root=cfg.data.allow_outside_root,
                            limit=cfg.data.max_samples, video=video)
     if mix and cfg.data.mix_general > 0:
