@@ -164,7 +164,7 @@ def test_video_labels_cover_the_answer_only(tiny_factory, video_data):
     label alignment must step over; the labelled tokens are still exactly the answer."""
     from vlmtune.data.dataset import EncodedDataset
     from vlmtune.data.encode import IGNORE, image_token_ids
-    from vlmtune.loading import load_base
+    from vlmtune.model.load import load_base
     from vlmtune.config import ModelConfig
 
     model, processor, family = load_base(ModelConfig(path=str(tiny_factory("internvl"))))

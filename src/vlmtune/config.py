@@ -123,7 +123,7 @@ class TrainConfig(_Section):
     # Compile each decoder layer's MLP and norms (vlmtune.train.compile): ~x1.09 per step, ~4 s to compile;
     # the loss changes by rounding only
     compile: bool = False
-    # Where metrics go besides metrics.jsonl (vlmtune.tracking): each tracker receives params, metrics,
+    # Where metrics go besides metrics.jsonl (vlmtune.train.tracking): each tracker receives params, metrics,
     # resources.json and (grids) the report; mlflow/wandb read their own env (MLFLOW_TRACKING_URI, WANDB_MODE)
     report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = ["tensorboard"]
     project: str = Field("vlmtune", min_length=1)  # MLflow experiment / W&B project

@@ -41,21 +41,6 @@ class Clip:
     metadata: dict[str, Any]  # transformers VideoMetadata fields (fps, total_num_frames, frames_indices...)
 
 
-def check_video_support(samples: list[Any], family: Any, processor: Any) -> None:
-    """Refuse, in one line naming the first video sample, a model that cannot take video."""
-    first = next((s for s in samples if s.videos), None)
-    if first is None:
-        return
-    if not family.video:
-        from vlmtune.families import REGISTRY
-
-        able = ", ".join(sorted({f.name for f in REGISTRY.values() if f.video}))
-        raise first.error("videos", f"{family.name} takes no video input (video families: {able})")
-    if getattr(processor, "video_processor", None) is None:
-        raise first.error("videos", f"this {family.name} checkpoint's processor has no video processor "
-                                    "(an image-only release): use a video-capable checkpoint")
-
-
 def frame_indices(total: int, native_fps: float, sampling: VideoSampling) -> list[int]:
     """Indices of the frames to keep: ``fps`` per second of video, at most ``max_frames``, at least one.
 

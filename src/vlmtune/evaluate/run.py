@@ -29,7 +29,8 @@ from rich.progress import Progress
 from vlmtune.atomic import write_json, write_jsonl
 from vlmtune.config import RunConfig
 from vlmtune.data.schema import Sample, load_samples, text_of
-from vlmtune.data.video import VideoSampling, check_video_support
+from vlmtune.data.video import VideoSampling
+from vlmtune.families import check_video_support
 from vlmtune.errors import DataError, RunDirError
 from vlmtune.evaluate.generate import Generation, Generator
 from vlmtune.evaluate.scoring import metrics_for, score_records

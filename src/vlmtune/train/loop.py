@@ -33,7 +33,8 @@ from vlmtune.data.dataset import EncodedDataset
 from vlmtune.data.encode import IGNORE, image_token_ids
 from vlmtune.data.mix import mix_general
 from vlmtune.data.schema import load_samples
-from vlmtune.data.video import VideoSampling, check_video_support
+from vlmtune.data.video import VideoSampling
+from vlmtune.families import check_video_support
 from vlmtune.data.format_check import warn_format_mismatch
 from vlmtune.train.vision_share import VisionShare
 from vlmtune.errors import ConfigError, DataError, VlmtuneError
