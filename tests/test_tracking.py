@@ -140,6 +140,23 @@ def test_train_logs_params_metrics_resources(tracked, tiny_factory, run_config):
 
 
 @pytest.mark.slow
+def test_resume_logs_into_the_same_run(tracked, tiny_factory, run_config, crash_after_checkpoint):
+    from vlmtune.train import train
+
+    cfg = run_config(tiny_factory("qwen2_vl"), name="resumed", train={
+        "max_steps": 4, "checkpoint_every": 2, "report_to": ["mlflow"], "project": "resume-test"})
+    with crash_after_checkpoint(2):
+        train(cfg)
+    first = json.loads((cfg.run_dir / "tracking.json").read_text())["mlflow"]["run_id"]
+    assert tracked.get_run(first).info.status == "FAILED"
+    train(cfg, resume=True)
+    assert json.loads((cfg.run_dir / "tracking.json").read_text())["mlflow"]["run_id"] == first
+    assert tracked.get_run(first).info.status == "FINISHED"
+    assert [m.step for m in tracked.get_metric_history(first, "loss")] == [1, 2, 3, 4]
+    assert len(tracked.search_runs([tracked.get_experiment_by_name("resume-test").experiment_id])) == 1
+
+
+@pytest.mark.slow
 def test_grid_is_a_parent_with_one_child_per_variant(tracked, tiny_factory, shapes_data, tmp_path):
     from vlmtune.compare import compare
 
