@@ -175,6 +175,11 @@ def test_video_labels_cover_the_answer_only(tiny_factory, video_data):
     assert processor.tokenizer.decode(labelled).strip() == "right<|im_end|>"
     assert "Frame1:" in processor.tokenizer.decode(example.encoded.input_ids)
 
+    from vlmtune.data.preview import preview_sample
+
+    shown = preview_sample(processor, family, samples[0], image_token_ids(processor, model.config), 2048)
+    assert shown.n_answer_tokens == len(labelled) and shown.labelled_text.strip() == "right<|im_end|>"
+
 
 def test_family_without_video_is_refused(tiny_factory, video_data, run_config):
     from vlmtune.train import train

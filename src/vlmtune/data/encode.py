@@ -149,16 +149,21 @@ def align(plain: list[int], expanded: list[int], replaced: frozenset[int] = froz
     return positions
 
 
+def replaced_placeholders(processor: Any, text: str, expanded: list[int]) -> frozenset[int]:
+    """Placeholder ids in ``text`` that the processor replaced rather than repeated (InternVL's
+    ``<video>`` becomes ``Frame1: <img>...</img>`` blocks): :func:`align` steps over them."""
+    video = getattr(processor, "video_token", None)
+    if not isinstance(video, str) or video not in text:
+        return frozenset()
+    return frozenset({processor.tokenizer.convert_tokens_to_ids(video)} - set(expanded))
+
+
 def _labels_from_spans(processor: Any, rendered: Rendered, expanded: list[int],
                        image_token_ids: set[int]) -> Encoded:
     tok = processor.tokenizer
     plain = tok(rendered.text, add_special_tokens=not starts_with_bos(processor, rendered.text),
                 return_offsets_mapping=True)
-    video = getattr(processor, "video_token", None)
-    replaced: frozenset[int] = frozenset()
-    if isinstance(video, str) and video in rendered.text:
-        replaced = frozenset({tok.convert_tokens_to_ids(video)} - set(expanded))
-    positions = align(plain["input_ids"], expanded, replaced)
+    positions = align(plain["input_ids"], expanded, replaced_placeholders(processor, rendered.text, expanded))
     labels = [IGNORE] * len(expanded)
     for k in labelled_tokens(plain["offset_mapping"], rendered.spans):
         if positions[k] >= 0:  # -1: a replaced video placeholder, never part of an answer
