@@ -78,6 +78,9 @@ class DataConfig(_Section):
     allow_outside_root: bool = False
     general: str | None = None  # general-ability training data (the forgetting control)
     mix_general: float = Field(0.0, ge=0.0, lt=1.0)  # share of the training mix drawn from `general`
+    # video samples ({"type": "video"} parts): frames taken per second of video, and at most this many
+    video_fps: float = Field(2.0, gt=0)
+    video_max_frames: int = Field(32, ge=1)
 
 
 class FsdpConfig(_Section):
@@ -120,6 +123,10 @@ class TrainConfig(_Section):
     # Compile each decoder layer's MLP and norms (vlmtune.train.compile): ~x1.09 per step, ~4 s to compile;
     # the loss changes by rounding only
     compile: bool = False
+    # Where metrics go besides metrics.jsonl (vlmtune.train.tracking): each tracker receives params, metrics,
+    # resources.json and (grids) the report; mlflow/wandb read their own env (MLFLOW_TRACKING_URI, WANDB_MODE)
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = ["tensorboard"]
+    project: str = Field("vlmtune", min_length=1)  # MLflow experiment / W&B project
 
 
 class EvalConfig(_Section):

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import time
 import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 from rich.console import Console
@@ -33,8 +34,11 @@ from vlmtune.atomic import write_text
 from vlmtune.compare.grid import Grid, Variant, load_grid
 from vlmtune.config import dump_config
 from vlmtune.errors import VlmtuneError
-# Function-level imports: training, evaluation and the report load only when a grid runs: `vlmtune
-# compare --help` and report-only paths stay light; tests swap the defaults.
+# Function-level imports: training, evaluation, trackers and the report load only when a grid runs:
+# `vlmtune compare --help` and report-only paths stay light; tests swap the defaults.
+
+if TYPE_CHECKING:
+    from vlmtune.train.tracking import Tracking
 
 __all__ = ["GridOutcome", "Grid", "Variant", "load_grid", "run_grid", "is_finished", "summary_table"]
 
@@ -82,6 +86,36 @@ def run_variant(variant: Variant, train_fn: TrainFn, evaluate_fn: EvaluateFn) ->
         if not (run / "config.yaml").is_file():
             write_text(run / "config.yaml", dump_config(cfg))
         evaluate_fn(cfg, run=None, out=run)
+    track_evaluation(variant)
+
+
+def track_evaluation(variant: Variant) -> None:
+    """The variant's scores (``metrics.json``) to its tracked run: the training run reopened,
+    or a new one for an evaluation-only variant (a child of the grid's run inside a grid)."""
+    from vlmtune.train.tracking import for_run as trackers_for
+
+    tracking = trackers_for(variant.cfg, variant.run_dir, kind="train" if variant.trains else "eval",
+                            remote_only=True)
+    if not tracking.names or not (variant.run_dir / "metrics.json").is_file():
+        return
+    tracking.open()
+    try:
+        tracking.summary(variant.run_dir / "metrics.json", "eval")
+    finally:
+        tracking.close()
+
+
+def _grid_tracking(grid: Grid) -> Tracking | None:
+    """One parent run for the grid when any variant reports to MLflow or W&B."""
+    names = sorted({n for v in grid.variants for n in v.cfg.train.report_to if n != "tensorboard"})
+    if not names:
+        return None
+    from vlmtune.train.tracking import Tracking, check_installed as check_trackers
+
+    check_trackers(names)
+    params = {"grid.source": str(grid.source.resolve()), "grid.variants": ",".join(v.name for v in grid.variants)}
+    return Tracking(names, grid.dir, grid.name, grid.variants[0].cfg.train.project, kind="grid",
+                    params=params).open()
 
 
 RANK_NEED_MAX_BYTES = 4 * 2**30  # tuned + base weights are both read into memory for the SVDs
@@ -142,6 +176,31 @@ def run_grid(grid: Grid, *, train_fn: TrainFn | None = None, evaluate_fn: Evalua
     grid.dir.mkdir(parents=True, exist_ok=True)
     write_text(grid.dir / "grid.yaml", yaml.safe_dump(_grid_record(grid), sort_keys=False))
     outcome = GridOutcome(grid)
+    tracking = _grid_tracking(grid)
+    failed = True
+    try:
+        with tracking.parent_of_children() if tracking else nullcontext():
+            _run_variants(grid, outcome, train_fn, evaluate_fn, console)
+        if build:
+            from vlmtune.report import build_report
+
+            outcome.report = build_report(grid.dir)
+            console.print(summary_table(grid.dir, outcome.status))
+            console.print(f"report: {outcome.report['html']}  {outcome.report['md']}")
+            for path in outcome.report.values() if tracking else ():
+                tracking.artifact(path)
+        failed = bool(outcome.errors)
+    finally:
+        if tracking:
+            tracking.close(failed=failed)
+    if outcome.errors:
+        raise VlmtuneError(f"{len(outcome.errors)} of {len(grid.variants)} variants failed: "
+                           + "; ".join(f"{n}: {e}" for n, e in outcome.errors.items()))
+    return outcome
+
+
+def _run_variants(grid: Grid, outcome: GridOutcome, train_fn: TrainFn, evaluate_fn: EvaluateFn,
+                  console: Console) -> None:
     total = len(grid.variants)
     started = time.perf_counter()
     for k, variant in enumerate(grid.variants, 1):
@@ -167,16 +226,6 @@ def run_grid(grid: Grid, *, train_fn: TrainFn | None = None, evaluate_fn: Evalua
         outcome.status[variant.name] = "done"
         console.print(f"{head}: done in {time.perf_counter() - t0:.0f}s "
                       f"({time.perf_counter() - started:.0f}s into the grid)")
-    if build:
-        from vlmtune.report import build_report
-
-        outcome.report = build_report(grid.dir)
-        console.print(summary_table(grid.dir, outcome.status))
-        console.print(f"report: {outcome.report['html']}  {outcome.report['md']}")
-    if outcome.errors:
-        raise VlmtuneError(f"{len(outcome.errors)} of {total} variants failed: "
-                           + "; ".join(f"{n}: {e}" for n, e in outcome.errors.items()))
-    return outcome
 
 
 def _describe(err: Exception) -> str:

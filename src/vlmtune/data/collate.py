@@ -63,10 +63,12 @@ class Collator:
 
     def _process(self, examples: list[Example]) -> dict[str, torch.Tensor]:
         images = [e.sample.load_images() for e in examples]
+        videos = [e.sample.load_videos() for e in examples]
         tok = self.processor.tokenizer
         side, tok.padding_side = tok.padding_side, "right"
         try:
-            batch = dict(call_processor(self.processor, [e.rendered for e in examples], images, padding=True))
+            batch = dict(call_processor(self.processor, [e.rendered for e in examples], images, videos,
+                                        padding=True))
         finally:
             tok.padding_side = side
         batch.pop("labels", None)

@@ -73,10 +73,11 @@ class EncodedDataset:
     def _encode(sample: Sample, processor: Any, family: Family, image_ids: set[int]) -> Example:
         from jinja2 import TemplateError
 
-        images = sample.load_images()
+        images, videos = sample.load_images(), sample.load_videos()
         try:
             rendered = render(processor, family, sample)
-            encoded = encode_sample(processor, family, sample, images, image_ids, rendered=rendered)
+            encoded = encode_sample(processor, family, sample, images, image_ids, rendered=rendered,
+                                    videos=videos)
         except (ValueError, TypeError, KeyError, IndexError, TemplateError) as err:
             raise DataError(f"the processor cannot encode this sample: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}", file=sample.file,
                             line=sample.line, field="messages") from None

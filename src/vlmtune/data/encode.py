@@ -98,10 +98,11 @@ def prompt_text(processor: Any, family: Family, messages: list[dict]) -> str:
     return served_prompt(processor, messages, template_info(processor))
 
 
-def prompt_ids(processor: Any, family: Family, messages: list[dict], images: list[Any]) -> list[int]:
+def prompt_ids(processor: Any, family: Family, messages: list[dict], images: list[Any],
+               videos: list[Any] | None = None) -> list[int]:
     """Token ids of the prompt for ``messages`` as generation feeds them (one row, no padding)."""
     rendered = Rendered(prompt_text(processor, family, messages))
-    return call_processor(processor, [rendered], [images])["input_ids"][0].tolist()
+    return call_processor(processor, [rendered], [images], [videos or []])["input_ids"][0].tolist()
 
 
 def starts_with_bos(processor: Any, text: str) -> bool:
@@ -109,8 +110,11 @@ def starts_with_bos(processor: Any, text: str) -> bool:
     return bool(bos) and text.startswith(bos)
 
 
-def call_processor(processor: Any, rendered: list[Rendered], images: list[list[Any]], **kwargs) -> Any:
-    """One processor call for a batch; images=None when no sample has any."""
+def call_processor(processor: Any, rendered: list[Rendered], images: list[list[Any]],
+                   videos: list[list[Any]] | None = None, **kwargs) -> Any:
+    """One processor call for a batch; images=None when no sample has any. ``videos``: each
+    sample's :class:`~vlmtune.data.video.Clip` list, already sampled (the processor must not
+    sample again; it gets the clips' metadata for timestamps)."""
     texts = [r.text for r in rendered]
     extra: dict[str, Any] = dict(kwargs)
     if any(r.suffix is not None for r in rendered):
@@ -119,13 +123,23 @@ def call_processor(processor: Any, rendered: list[Rendered], images: list[list[A
         extra["add_special_tokens"] = False  # the template wrote BOS already
     if any(images):
         extra["images"] = images
+    clips = [clip for sample_clips in videos or [] for clip in sample_clips]
+    if clips:
+        from transformers.video_utils import VideoMetadata
+
+        extra.update(videos=[c.frames for c in clips], do_sample_frames=False,
+                     video_metadata=[VideoMetadata(**c.metadata) for c in clips])
     return processor(text=texts, return_tensors="pt", **extra)
 
 
-def align(plain: list[int], expanded: list[int]) -> list[int]:
-    """Position in ``expanded`` of each token of ``plain`` (expansion only inserts)."""
+def align(plain: list[int], expanded: list[int], replaced: frozenset[int] = frozenset()) -> list[int]:
+    """Position in ``expanded`` of each token of ``plain`` (expansion only inserts), or -1
+    for a ``replaced`` placeholder (InternVL swaps ``<video>`` for per-frame image blocks)."""
     positions, j = [], 0
     for token in plain:
+        if token in replaced:
+            positions.append(-1)
+            continue
         while j < len(expanded) and expanded[j] != token:
             j += 1
         if j == len(expanded):
@@ -135,27 +149,39 @@ def align(plain: list[int], expanded: list[int]) -> list[int]:
     return positions
 
 
+def replaced_placeholders(processor: Any, text: str, expanded: list[int]) -> frozenset[int]:
+    """Placeholder ids in ``text`` that the processor replaced rather than repeated (InternVL's
+    ``<video>`` becomes ``Frame1: <img>...</img>`` blocks): :func:`align` steps over them."""
+    video = getattr(processor, "video_token", None)
+    if not isinstance(video, str) or video not in text:
+        return frozenset()
+    return frozenset({processor.tokenizer.convert_tokens_to_ids(video)} - set(expanded))
+
+
 def _labels_from_spans(processor: Any, rendered: Rendered, expanded: list[int],
                        image_token_ids: set[int]) -> Encoded:
     tok = processor.tokenizer
     plain = tok(rendered.text, add_special_tokens=not starts_with_bos(processor, rendered.text),
                 return_offsets_mapping=True)
-    positions = align(plain["input_ids"], expanded)
+    positions = align(plain["input_ids"], expanded, replaced_placeholders(processor, rendered.text, expanded))
     labels = [IGNORE] * len(expanded)
     for k in labelled_tokens(plain["offset_mapping"], rendered.spans):
-        labels[positions[k]] = expanded[positions[k]]
-    matched = set(positions)
+        if positions[k] >= 0:  # -1: a replaced video placeholder, never part of an answer
+            labels[positions[k]] = expanded[positions[k]]
+    matched = set(positions) - {-1}
     image_positions = [p for p, t in enumerate(expanded) if p not in matched or t in image_token_ids]
     min_keep = max(image_positions) + 2 if image_positions else 0
     return Encoded(list(expanded), labels, min(min_keep, len(expanded)))
 
 
 def encode_sample(processor: Any, family: Family, sample: Sample, images: list[Any],
-                  image_token_ids: set[int], rendered: Rendered | None = None) -> Encoded:
+                  image_token_ids: set[int], rendered: Rendered | None = None,
+                  videos: list[Any] | None = None) -> Encoded:
     """Token ids, labels (answer tokens only, checked against the answers) and the shortest
-    safe truncation length. A label that does not decode to its answer raises DataError."""
+    safe truncation length. A label that does not decode to its answer raises DataError.
+    ``videos``: the sample's clips (:meth:`Sample.load_videos`)."""
     rendered = rendered or render(processor, family, sample)
-    batch = call_processor(processor, [rendered], [images])
+    batch = call_processor(processor, [rendered], [images], [videos or []])
     expanded = batch["input_ids"][0].tolist()
     if "labels" in batch:  # the processor built labels itself (prompt + suffix families)
         labels = batch["labels"][0].tolist()

@@ -81,16 +81,16 @@ def prompt_alignment(processor: Any, family: Any, samples: list[Sample], image_i
                                                          "generation does not stop on it"))
     checked, differ = 0, []
     for sample in [s for s in samples if s.messages[-1]["role"] == "assistant"][:MAX_ALIGNED]:
-        images = sample.load_images()
+        images, videos = sample.load_images(), sample.load_videos()
         try:
-            enc = encode_sample(processor, family, sample, images, image_ids)
+            enc = encode_sample(processor, family, sample, images, image_ids, videos=videos)
         except DataError as err:
             out.append(Finding("error", sample.task or "(none)", "labels", str(err)))
             continue
         labelled = [i for i, t in enumerate(enc.labels) if t != IGNORE]
         last = max(i for i in labelled if i == 0 or enc.labels[i - 1] == IGNORE)
         checked += 1
-        if prompt_ids(processor, family, sample.prompt_messages, images) != enc.input_ids[:last]:
+        if prompt_ids(processor, family, sample.prompt_messages, images, videos) != enc.input_ids[:last]:
             differ.append({"side": "train", "id": sample.id, "where": sample.where,
                            "text": render_prompt(processor, family, sample)})
     if differ:

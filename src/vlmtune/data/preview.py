@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from vlmtune.data.dataset import skip_reason
-from vlmtune.data.encode import IGNORE, align, encode_sample, prompt_text, render, starts_with_bos
+from vlmtune.data.encode import (IGNORE, align, encode_sample, prompt_text, render, replaced_placeholders,
+                                 starts_with_bos)
 from vlmtune.data.label_check import labelled_runs
 from vlmtune.data.schema import Sample
 from vlmtune.families.base import Family
@@ -58,16 +59,18 @@ def preview_sample(processor: Any, family: Family, sample: Sample, image_ids: se
     tok = processor.tokenizer
     rendered = render(processor, family, sample)
     images = sample.load_images()
-    enc = encode_sample(processor, family, sample, images, image_ids, rendered=rendered)
+    enc = encode_sample(processor, family, sample, images, image_ids, rendered=rendered,
+                        videos=sample.load_videos())
     text, ranges, matched = rendered.text, [], set()
     if rendered.suffix is not None:  # the processor appends the answer itself
         text = f"{text}\n{rendered.suffix}"
         ranges = [(len(rendered.text) + 1, len(text))] if rendered.suffix else []
     else:
         plain = tok(text, add_special_tokens=not starts_with_bos(processor, text), return_offsets_mapping=True)
-        positions = align(plain["input_ids"], enc.input_ids)
-        matched = set(positions)
-        ranges = [plain["offset_mapping"][k] for k, p in enumerate(positions) if enc.labels[p] != IGNORE]
+        replaced = replaced_placeholders(processor, text, enc.input_ids)  # -1: a replaced video placeholder
+        positions = align(plain["input_ids"], enc.input_ids, replaced)
+        matched = set(positions) - {-1}
+        ranges = [plain["offset_mapping"][k] for k, p in enumerate(positions) if p >= 0 and enc.labels[p] != IGNORE]
     n_image = sum(1 for p, t in enumerate(enc.input_ids)  # inserted by image expansion, or image ids
                   if t in image_ids or (matched and p not in matched))
     runs = [tok.decode(run, skip_special_tokens=False) for run in labelled_runs(enc.labels)]
@@ -80,6 +83,7 @@ def preview_sample(processor: Any, family: Family, sample: Sample, image_ids: se
 def preview_split(cfg: Any, split: str, n: int, processor: Any, family: Family, image_ids: set[int]) -> Any:
     """Yield previews of the first ``n`` samples of ``split`` (train|val|test) of a run config."""
     from vlmtune.data.schema import load_samples
+    from vlmtune.data.video import VideoSampling
     from vlmtune.errors import ConfigError
 
     files = {"train": ("data.train", cfg.data.train), "val": ("data.val", cfg.data.val),
@@ -90,7 +94,7 @@ def preview_split(cfg: Any, split: str, n: int, processor: Any, family: Family, 
     if not path:
         raise ConfigError(f"{key} is not set: nothing to preview", field=key)
     samples = load_samples(path, root=cfg.data.root, allow_outside_root=cfg.data.allow_outside_root,
-                           require_answer=split != "test", limit=n)
+                           require_answer=split != "test", limit=n, video=VideoSampling.of(cfg.data))
     for sample in samples:
         yield preview_sample(processor, family, sample, image_ids, cfg.data.max_length)
 

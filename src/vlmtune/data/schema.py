@@ -10,9 +10,11 @@ One JSON object per line::
 ``content`` may also be a plain string (text only). An assistant message may carry
 ``"train": false``: it stays in the conversation as context but its tokens are not
 labelled (converters write it for ms-swift's ``loss: false``). ``image_sizes``
-(``[[width, height], ...]``, kept from InternVL's records) is carried, not read. Image paths resolve inside the dataset
-root (by default the JSONL file's directory) and may not escape it unless
-``allow_outside_root``. ``answers`` defaults to the last assistant turn's text.
+(``[[width, height], ...]``, kept from InternVL's records) is carried, not read. A
+``{"type": "video"}`` part takes the next path of ``videos`` (a clip; frames sampled per
+:mod:`vlmtune.data.video`). Image and video paths resolve inside the dataset root (by
+default the JSONL file's directory) and may not escape it unless ``allow_outside_root``.
+``answers`` defaults to the last assistant turn's text.
 Every problem raises :class:`DataError` with ``file:line: field: message``.
 
 Example:
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from vlmtune.data.video import Clip, VideoSampling, read_clip
 from vlmtune.errors import DataError
 # Function-level imports: PIL loads only when images are opened.
 
@@ -44,6 +47,8 @@ class Sample:
     options: list[str] | None = None
     file: str = "<memory>"
     line: int = 0
+    videos: list[Path] = field(default_factory=list)
+    video_sampling: VideoSampling = VideoSampling()
 
     @property
     def where(self) -> str:
@@ -73,6 +78,16 @@ class Sample:
                 raise self.error(f"images[{i}]", f"cannot read image {path}: {err}") from None
         return out
 
+    def load_videos(self) -> list[Clip]:
+        """Decode every video and sample its frames; an unreadable file names its field."""
+        out = []
+        for i, path in enumerate(self.videos):
+            try:
+                out.append(read_clip(path, self.video_sampling))
+            except ValueError as err:
+                raise self.error(f"videos[{i}]", str(err)) from None
+        return out
+
 
 def text_of(message: dict[str, Any]) -> str:
     return "".join(c["text"] for c in message["content"] if c["type"] == "text")
@@ -82,16 +97,17 @@ def _normalise_content(content: Any, where: str, err) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}]
     if not isinstance(content, list):
-        raise err(where, "must be a string or a list of {type: text|image} items")
+        raise err(where, "must be a string or a list of {type: text|image|video} items")
     out = []
     for j, item in enumerate(content):
         kind = item.get("type") if isinstance(item, dict) else None
         if kind == "text" and isinstance(item.get("text"), str):
             out.append({"type": "text", "text": item["text"]})
-        elif kind == "image":
-            out.append({"type": "image"})
+        elif kind in ("image", "video"):
+            out.append({"type": kind})
         else:
-            raise err(f"{where}[{j}]", 'expected {"type": "text", "text": ...} or {"type": "image"}')
+            raise err(f"{where}[{j}]",
+                      'expected {"type": "text", "text": ...}, {"type": "image"} or {"type": "video"}')
     return out
 
 
@@ -115,27 +131,29 @@ def _check_messages(raw: Any, err) -> list[dict[str, Any]]:
     return messages
 
 
-def _resolve_images(raw: Any, root: Path, allow_outside: bool, err) -> list[Path]:
+def _resolve_paths(raw: Any, key: str, root: Path, allow_outside: bool, err) -> list[Path]:
+    """``images`` or ``videos``: paths inside the dataset root that exist."""
+    what = key[:-1]
     if raw is None:
         return []
     if isinstance(raw, str):
         raw = [raw]
     if not isinstance(raw, list) or not all(isinstance(p, str) and p for p in raw):
-        raise err("images", "must be a list of image paths")
+        raise err(key, f"must be a list of {what} paths")
     paths = []
     for i, rel in enumerate(raw):
         path = (root / rel).resolve()
         if not allow_outside and not path.is_relative_to(root):
-            raise err(f"images[{i}]", f"path {rel!r} escapes the dataset root {root} "
-                                      "(set data.allow_outside_root: true to allow)")
+            raise err(f"{key}[{i}]", f"path {rel!r} escapes the dataset root {root} "
+                                     "(set data.allow_outside_root: true to allow)")
         if not path.is_file():
-            raise err(f"images[{i}]", f"image not found: {path}")
+            raise err(f"{key}[{i}]", f"{what} not found: {path}")
         paths.append(path)
     return paths
 
 
 def parse_sample(obj: Any, *, root: Path, file: str, line: int, allow_outside_root: bool = False,
-                 require_answer: bool = True) -> Sample:
+                 require_answer: bool = True, video: VideoSampling = VideoSampling()) -> Sample:
     """Validate one decoded JSON object into a Sample."""
     def err(field_name: str, message: str) -> DataError:
         return DataError(message, file=file, line=line, field=field_name)
@@ -143,10 +161,12 @@ def parse_sample(obj: Any, *, root: Path, file: str, line: int, allow_outside_ro
     if not isinstance(obj, dict):
         raise err("sample", "each line must be a JSON object")
     messages = _check_messages(obj.get("messages"), err)
-    images = _resolve_images(obj.get("images", obj.get("image")), root, allow_outside_root, err)
-    n_markers = sum(c["type"] == "image" for m in messages for c in m["content"])
-    if n_markers != len(images):
-        raise err("messages", f"{n_markers} image placeholder(s) but {len(images)} image(s) in 'images'")
+    images = _resolve_paths(obj.get("images", obj.get("image")), "images", root, allow_outside_root, err)
+    videos = _resolve_paths(obj.get("videos", obj.get("video")), "videos", root, allow_outside_root, err)
+    for kind, paths in (("image", images), ("video", videos)):
+        n_markers = sum(c["type"] == kind for m in messages for c in m["content"])
+        if n_markers != len(paths):
+            raise err("messages", f"{n_markers} {kind} placeholder(s) but {len(paths)} {kind}(s) in '{kind}s'")
     assistant = [m for m in messages if m["role"] == "assistant"]
     if require_answer and not assistant:
         raise err("messages", "no assistant turn: nothing to learn from this sample")
@@ -166,7 +186,7 @@ def parse_sample(obj: Any, *, root: Path, file: str, line: int, allow_outside_ro
     if task is not None and not isinstance(task, str):
         raise err("task", "must be a string")
     sid = obj.get("id", f"{Path(file).stem}-{line}")
-    return Sample(str(sid), images, messages, task, answers, options, file, line)
+    return Sample(str(sid), images, messages, task, answers, options, file, line, videos, video)
 
 
 def iter_jsonl(path: str | Path, *, what: str = "file") -> Iterator[tuple[int, Any]]:
@@ -185,7 +205,8 @@ def iter_jsonl(path: str | Path, *, what: str = "file") -> Iterator[tuple[int, A
 
 
 def load_samples(path: str | Path, *, root: str | Path | None = None, allow_outside_root: bool = False,
-                 require_answer: bool = True, limit: int | None = None) -> list[Sample]:
+                 require_answer: bool = True, limit: int | None = None,
+                 video: VideoSampling = VideoSampling()) -> list[Sample]:
     """Load and validate a canonical JSONL file; raise on the first bad line."""
     path = Path(path)
     root_dir = Path(root).resolve() if root else path.resolve().parent
@@ -193,7 +214,7 @@ def load_samples(path: str | Path, *, root: str | Path | None = None, allow_outs
     seen: dict[str, int] = {}
     for line_no, obj in iter_jsonl(path, what="dataset file"):
         sample = parse_sample(obj, root=root_dir, file=str(path), line=line_no,
-                              allow_outside_root=allow_outside_root, require_answer=require_answer)
+                              allow_outside_root=allow_outside_root, require_answer=require_answer, video=video)
         if sample.id in seen:
             raise DataError(f"duplicate id {sample.id!r} (first on line {seen[sample.id]})",
                             file=path, line=line_no, field="id")

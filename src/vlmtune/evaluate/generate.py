@@ -48,8 +48,9 @@ class Generator:
         self.kwargs["eos_token_id"] = sorted(stop) or None
 
     @torch.no_grad()
-    def __call__(self, conversations: list[list[dict]], images: list[list[Any]]) -> list[Generation]:
-        prompts, batch = prompt_inputs(self.processor, self.family, conversations, images)
+    def __call__(self, conversations: list[list[dict]], images: list[list[Any]],
+                 videos: list[list[Any]] | None = None) -> list[Generation]:
+        prompts, batch = prompt_inputs(self.processor, self.family, conversations, images, videos)
         tok = self.processor.tokenizer
         device = next(self.model.parameters()).device
         inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
@@ -64,14 +65,14 @@ class Generator:
 
 
 def prompt_inputs(processor: Any, family: Family, conversations: list[list[dict]],
-                  images: list[list[Any]]) -> tuple[list[str], Any]:
+                  images: list[list[Any]], videos: list[list[Any]] | None = None) -> tuple[list[str], Any]:
     """Prompt texts and the left-padded processor batch the model generates from; each row's
     ids are the training sequence's ids before its answer (see ``prompt_text``)."""
     prompts = [prompt_text(processor, family, c) for c in conversations]
     tok = processor.tokenizer
     side, tok.padding_side = tok.padding_side, "left"
     try:
-        batch = call_processor(processor, [Rendered(p) for p in prompts], images, padding=True)
+        batch = call_processor(processor, [Rendered(p) for p in prompts], images, videos, padding=True)
     finally:
         tok.padding_side = side
     return prompts, batch

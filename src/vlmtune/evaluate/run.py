@@ -29,6 +29,8 @@ from rich.progress import Progress
 from vlmtune.atomic import write_json, write_jsonl
 from vlmtune.config import RunConfig
 from vlmtune.data.schema import Sample, load_samples, text_of
+from vlmtune.data.video import VideoSampling
+from vlmtune.families import check_video_support
 from vlmtune.errors import DataError, RunDirError
 from vlmtune.evaluate.generate import Generation, Generator
 from vlmtune.evaluate.scoring import metrics_for, score_records
@@ -37,7 +39,7 @@ from vlmtune.evaluate.scoring import metrics_for, score_records
 
 def _load_eval_set(path: str, cfg: RunConfig) -> list[Sample]:
     samples = load_samples(path, root=cfg.data.root, allow_outside_root=cfg.data.allow_outside_root,
-                           require_answer=False, limit=cfg.eval.max_samples)
+                           require_answer=False, limit=cfg.eval.max_samples, video=VideoSampling.of(cfg.data))
     for s in samples:
         if not s.answers:
             raise DataError("no reference answer (neither 'answers' nor a final assistant turn)",
@@ -70,6 +72,11 @@ def build_prompt(sample: Sample, shots: list[Sample]) -> tuple[list[dict], list[
     return messages, images
 
 
+def prompt_videos(sample: Sample, shots: list[Sample]) -> list[Any]:
+    """The video clips of :func:`build_prompt`'s prompt, in the same order."""
+    return [clip for s in [*shots, sample] for clip in s.load_videos()]
+
+
 def _records(samples: list[Sample], generations: list[Any]) -> list[dict]:
     return [{"id": s.id, "task": s.task or "default", "images": [str(p) for p in s.images],
              "prompt": g.prompt, "prediction": g.text, "references": s.answers, "answers": s.answers,
@@ -93,9 +100,11 @@ def generate_all(generator: Generator, samples: list[Sample], pool: list[Sample]
         task = progress.add_task(f"eval {label}", total=len(samples))
         for start in range(0, len(order), bs):
             chunk = order[start:start + bs]
-            prompts = [build_prompt(samples[i], shots_for(samples[i], pool, cfg.eval.shots, cfg.train.seed))
-                       for i in chunk]
-            for i, gen in zip(chunk, generator([p[0] for p in prompts], [p[1] for p in prompts])):
+            shots = {i: shots_for(samples[i], pool, cfg.eval.shots, cfg.train.seed) for i in chunk}
+            prompts = [build_prompt(samples[i], shots[i]) for i in chunk]
+            videos = [prompt_videos(samples[i], shots[i]) for i in chunk]
+            extra = {"videos": videos} if any(videos) else {}
+            for i, gen in zip(chunk, generator([p[0] for p in prompts], [p[1] for p in prompts], **extra)):
                 generations[i] = gen
             progress.advance(task, len(chunk))
     return _records(samples, generations)
@@ -104,7 +113,7 @@ def generate_all(generator: Generator, samples: list[Sample], pool: list[Sample]
 def _batch_key(sample: Sample) -> tuple[str, int, int]:
     """Samples likely to have equally long prompts and answers sort next to each other."""
     text = sum(len(text_of(m)) for m in sample.prompt_messages)
-    return (sample.task or "", len(sample.images), text)
+    return (sample.task or "", len(sample.images) + len(sample.videos), text)
 
 
 def load_model_for_eval(cfg: RunConfig, run: Path | None) -> tuple[Any, Any, Any]:
@@ -132,10 +141,12 @@ def evaluate(cfg: RunConfig, *, run: Path | None = None, out: Path, overwrite: b
         raise DataError("no evaluation set: set eval.test (or data.val)", field="eval.test")
     test = _load_eval_set(test_path, cfg)
     general = _load_eval_set(cfg.eval.general, cfg) if cfg.eval.general else []
-    pool = load_samples(cfg.data.train, root=cfg.data.root) if cfg.eval.shots and cfg.data.train else []
+    pool = load_samples(cfg.data.train, root=cfg.data.root, video=VideoSampling.of(cfg.data)) \
+        if cfg.eval.shots and cfg.data.train else []
     if cfg.eval.shots and not pool:
         raise DataError("eval.shots needs data.train to draw in-context examples from", field="data.train")
     model, processor, family = load_model_for_eval(cfg, run)
+    check_video_support([*test, *general, *pool], family, processor)
     e = cfg.eval
     generator = Generator(model, processor, family, max_new_tokens=e.max_new_tokens,
                           do_sample=e.do_sample, temperature=e.temperature, top_p=e.top_p)

@@ -39,6 +39,7 @@ class Family:
     vision_cache_why: str = ""  # why not, when vision_cache is False
     packing: str | None = None  # "1d" (plain positions) | "mrope" (Qwen 3-D positions) | None: unsupported
     packing_why: str = "not verified for this family"
+    video: bool = False  # the processor and model take videos ({"type": "video"} parts)
 
     def prefixes(self, role: str) -> tuple[str, ...]:
         return getattr(self, role)

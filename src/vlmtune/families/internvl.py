@@ -5,5 +5,5 @@ from vlmtune.families.base import Family
 
 INTERNVL = Family("InternVL", ("internvl",), vision=("model.vision_tower",),
                   projector=("model.multi_modal_projector",),
-                  language=("model.language_model", "lm_head"), packing="1d")
+                  language=("model.language_model", "lm_head"), packing="1d", video=True)
 FAMILIES = (INTERNVL,)

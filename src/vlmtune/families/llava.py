@@ -12,5 +12,5 @@ LLAVA = Family("LLaVA-1.5", ("llava",), **_ROLES)
 LLAVA_NEXT = Family("LLaVA-NeXT", ("llava_next",), **{**_ROLES, "projector": (
     "model.multi_modal_projector", "model.image_newline")})
 LLAVA_ONEVISION = Family("LLaVA-OneVision", ("llava_onevision",), **{**_ROLES, "projector": (
-    "model.multi_modal_projector", "model.image_newline")})
+    "model.multi_modal_projector", "model.image_newline")}, video=True)
 FAMILIES = (LLAVA, LLAVA_NEXT, LLAVA_ONEVISION)

@@ -24,6 +24,7 @@ from vlmtune.data.collate import Collator
 from vlmtune.data.dataset import EncodedDataset
 from vlmtune.data.encode import image_token_ids
 from vlmtune.data.schema import load_samples
+from vlmtune.data.video import VideoSampling
 from vlmtune.errors import RunDirError
 from vlmtune.model.trained import load_trained
 
@@ -31,7 +32,8 @@ from vlmtune.model.trained import load_trained
 def probe_batch(cfg: Any, processor: Any, family: Any, model_config: Any, n: int = 4) -> dict[str, torch.Tensor]:
     """A batch of up to ``n`` real samples from the run's validation (or training) set."""
     path = cfg.data.val or cfg.data.train
-    samples = load_samples(path, root=cfg.data.root, allow_outside_root=cfg.data.allow_outside_root, limit=n)
+    samples = load_samples(path, root=cfg.data.root, allow_outside_root=cfg.data.allow_outside_root, limit=n,
+                           video=VideoSampling.of(cfg.data))
     data = EncodedDataset(samples, processor, family, image_token_ids(processor, model_config), cfg.data.max_length)
     batch = Collator(processor, cfg.data.max_length)([data[i] for i in range(len(data))])
     batch.pop("labels")

@@ -1,5 +1,6 @@
-"""Where training numbers go: ``metrics.jsonl`` (one line per logged step), TensorBoard
-events in the run directory, and a rich progress bar with loss, samples/s and MFU.
+"""Where training numbers go: ``metrics.jsonl`` (one line per logged step), the trackers of
+``train.report_to`` (TensorBoard events in the run directory by default; MLflow, W&B: see
+:mod:`vlmtune.train.tracking`), and a rich progress bar with loss, samples/s and MFU.
 
 On resume, lines past the checkpoint's step are dropped, so the file reads as one run.
 
@@ -18,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from vlmtune.atomic import write_jsonl
-# Function-level imports: TensorBoard's writer is slow to import and loads only when a run logs.
+from vlmtune.train.tracking import Tracking
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -35,8 +36,11 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 class RunLog:
+    """``tracking``: the run's trackers, opened on enter and closed on exit (as failed if
+    the block raised)."""
+
     def __init__(self, run: Path, total_steps: int, start_step: int, *, enabled: bool = True,
-                 console: Console | None = None):
+                 console: Console | None = None, tracking: Tracking | None = None):
         self.path = Path(run) / "metrics.jsonl"
         self.enabled = enabled
         if enabled:
@@ -45,18 +49,15 @@ class RunLog:
         self.run = Path(run)
         self.total, self.start = total_steps, start_step
         self.console = console or Console(stderr=True)
-        self._tb = None
+        self.tracking = tracking
         self._progress = None
         self._task = None
 
     def __enter__(self) -> "RunLog":
         if self.enabled:
             self._handle = open(self.path, "a", encoding="utf-8")
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                self._tb = SummaryWriter(log_dir=str(self.run), purge_step=self.start + 1)
-            except ImportError:
-                self.console.print("note: tensorboard not installed; no events file written")
+            if self.tracking is not None:
+                self.tracking.open()
             self._progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
                                       TextColumn("{task.fields[stats]}"), TimeElapsedColumn(),
                                       TimeRemainingColumn(), console=self.console, transient=False)
@@ -70,10 +71,13 @@ class RunLog:
         row = {"step": step, **values}
         self._handle.write(json.dumps(row) + "\n")
         self._handle.flush()
-        if self._tb is not None:
-            for key, value in values.items():
-                if isinstance(value, (int, float)):
-                    self._tb.add_scalar(key, value, step)
+        if self.tracking is not None:
+            self.tracking.metrics(values, step)
+
+    def resources(self, path: Path) -> None:
+        """After the run: ``resources.json``'s numbers and the file itself, to the trackers."""
+        if self.enabled and self.tracking is not None:
+            self.tracking.summary(path, "resources")
 
     def advance(self, step: int, loss: float, samples_per_s: float, mfu: float | None = None) -> None:
         if self._progress is not None:
@@ -82,11 +86,11 @@ class RunLog:
                 stats += f" · MFU {100 * mfu:.1f}%"
             self._progress.update(self._task, completed=step, stats=stats)
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
         if not self.enabled:
             return
         if self._progress is not None:
             self._progress.stop()
-        if self._tb is not None:
-            self._tb.close()
         self._handle.close()
+        if self.tracking is not None:
+            self.tracking.close(failed=exc_type is not None)

@@ -33,6 +33,8 @@ from vlmtune.data.dataset import EncodedDataset
 from vlmtune.data.encode import IGNORE, image_token_ids
 from vlmtune.data.mix import mix_general
 from vlmtune.data.schema import load_samples
+from vlmtune.data.video import VideoSampling
+from vlmtune.families import check_video_support
 from vlmtune.data.format_check import warn_format_mismatch
 from vlmtune.train.vision_share import VisionShare
 from vlmtune.errors import ConfigError, DataError, VlmtuneError
@@ -43,6 +45,7 @@ from vlmtune.train.flops import FlopCounter
 from vlmtune.train.fused_lora import fuse_lora
 from vlmtune.train.measure import Throughput, machine_info, peak_memory, reset_peak
 from vlmtune.model.methods import count_parameters, prepare, trainable_by_role
+from vlmtune.train.tracking import check_installed as check_trackers, for_run as trackers_for
 from vlmtune.rundir import check_run_dir, open_run_dir
 from vlmtune.train.packing import check_packing, pack, packed_attention, packed_lengths
 from vlmtune.train.steps import StepPlan
@@ -53,11 +56,13 @@ from vlmtune.train.vision_cache import VisionCache, resolve_mode as resolve_visi
 def load_split(cfg: RunConfig, path: str, processor: Any, family: Any, model_config: Any, *,
                mix: bool = False) -> EncodedDataset:
     """Load and encode a split; ``mix`` adds ``data.mix_general`` of general data (training)."""
+    video = VideoSampling.of(cfg.data)
     samples = load_samples(path, root=cfg.data.root, allow_outside_root=cfg.data.allow_outside_root,
-                           limit=cfg.data.max_samples)
+                           limit=cfg.data.max_samples, video=video)
     if mix and cfg.data.mix_general > 0:
-        general = load_samples(cfg.data.general, allow_outside_root=cfg.data.allow_outside_root)
+        general = load_samples(cfg.data.general, allow_outside_root=cfg.data.allow_outside_root, video=video)
         samples = mix_general(samples, general, cfg.data.mix_general, seed=cfg.train.seed)
+    check_video_support(samples, family, processor)
     data = EncodedDataset(samples, processor, family, image_token_ids(processor, model_config),
                           cfg.data.max_length)
     if not len(data):
@@ -138,7 +143,8 @@ def _save_artefacts(run: Path, model: Any, processor: Any, cfg: RunConfig, accel
 # Settings a resumed run may change; anything else would make the resumed run a different run.
 RESUMABLE_CHANGES = {"train.max_steps", "train.epochs", "train.checkpoint_every", "train.keep_checkpoints",
                      "train.eval_every", "train.log_every", "train.vision_cache", "train.vision_cache_max_bytes",
-                     "train.packing", "train.input_cache_max_bytes", "train.compile"}  # the last five: speed
+                     "train.packing", "train.input_cache_max_bytes", "train.compile",  # these five: speed
+                     "train.report_to", "train.project"}
 
 
 def _check_resume_config(run: Path, cfg: RunConfig) -> None:
@@ -173,6 +179,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Path:
     if not cfg.data.train:
         raise VlmtuneError("data.train: no training set given")
+    check_trackers(cfg.train.report_to)
     accelerator = dist.make_accelerator(cfg)
     main = accelerator.is_main_process
     if main:  # only the main process owns the run directory; fail before any work
@@ -235,7 +242,8 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
     meter = Throughput(samples=carried["samples"], tokens=carried["tokens"], seconds=carried["train_seconds"],
                        flops=carried.get("flops", 0.0), steps=start_step, world=accelerator.num_processes)
     loss_value = float("nan")
-    with RunLog(run, plan.total_steps, start_step, enabled=main) as log:
+    with RunLog(run, plan.total_steps, start_step, enabled=main,
+                tracking=trackers_for(cfg, run, start_step=start_step)) as log:
         for step in range(start_step, plan.total_steps):
             meter.start()
             vision.begin(step)
@@ -288,18 +296,19 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
         if val_data is not None:
             final_val = validation_loss(model, val_data, collate, t.batch_size, accelerator.device)
             log.record(plan.total_steps, {"val_loss": final_val})
-    cache.close()
-    accelerator.wait_for_everyone()
-    full = dist.full_state_dict(accelerator, model)  # every process takes part in gathering shards
-    if main:
-        with _saving(run, "adapter/model"):
-            artefact = _save_artefacts(run, model, processor, cfg, accelerator, full)
-        write_json(run / "resources.json", {**_resources(cfg, model, family, meter, artefact, accelerator,
-                                                         plan, loss_value, final_val),
-                                            "vision_share": vision.result(), "vision_cache": cache.stats(),
-                                            "packing": t.packing, "group_by_length": t.group_by_length,
-                                            "compiled_modules": compiled,
-                                            "fused_lora_layers": fused})
+        cache.close()
+        accelerator.wait_for_everyone()
+        full = dist.full_state_dict(accelerator, model)  # every process takes part in gathering shards
+        if main:
+            with _saving(run, "adapter/model"):
+                artefact = _save_artefacts(run, model, processor, cfg, accelerator, full)
+            write_json(run / "resources.json", {**_resources(cfg, model, family, meter, artefact, accelerator,
+                                                             plan, loss_value, final_val),
+                                                "vision_share": vision.result(), "vision_cache": cache.stats(),
+                                                "packing": t.packing, "group_by_length": t.group_by_length,
+                                                "compiled_modules": compiled,
+                                                "fused_lora_layers": fused})
+            log.resources(run / "resources.json")
     return run
 
 
