@@ -1,0 +1,162 @@
+"""``vlmtune plan``: the memory plan's command line (flags, or a run config's settings).
+
+Why its own file: every setting that changes memory is a flag (see
+``vlmtune.diagnose.memory_plan.Workload``), too many to sit in ``cli.py``. A run config
+(``vlmtune plan CONFIG.yaml``) supplies the same settings the run would use; flags given
+on the command line override them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+
+_DTYPES = {"bf16": 2, "bfloat16": 2, "fp16": 2, "float16": 2, "fp32": 4, "float32": 4}
+
+
+def from_run_config(path: Path) -> dict[str, Any]:
+    """Workload fields (and ``model``, ``method``) from a vlmtune run config."""
+    from vlmtune.config import load_config
+
+    cfg = load_config(path)
+    m = cfg.method
+    roles = tuple(r for r in ("vision", "projector", "language") if getattr(cfg.trainable, r))
+    out: dict[str, Any] = {
+        "model": cfg.model.path, "seq": cfg.data.max_length, "batch": cfg.train.batch_size,
+        "method": {"qlora": f"qlora{m.bits}"}.get(m.kind, m.kind), "lora_r": m.r, "lora_dropout": m.dropout,
+        "lora_targets": m.targets, "double_quant": m.double_quant,
+        "gradient_checkpointing": cfg.train.gradient_checkpointing,
+        "data": cfg.data.train, "data_root": cfg.data.root,
+    }
+    if roles:
+        out["trainable_roles"] = roles
+    dtype = cfg.train.precision if cfg.train.precision != "auto" else cfg.model.dtype
+    if dtype in _DTYPES:
+        out["weight_bytes"] = _DTYPES[dtype]
+    attn = cfg.model.attn_implementation or ""
+    if attn:
+        out["attn"] = "flash" if "flash" in attn else attn
+    if cfg.train.deepspeed:
+        out["zero"] = _zero_stage(Path(cfg.train.deepspeed))
+    return out
+
+
+def _zero_stage(path: Path) -> int:
+    from vlmtune.errors import InputError
+
+    try:
+        return int(json.loads(path.read_text()).get("zero_optimization", {}).get("stage", 0))
+    except (OSError, ValueError, AttributeError) as err:
+        raise InputError(f"cannot read the DeepSpeed config: {err}", file=path, field="train.deepspeed") from None
+
+
+def _data_plans(model: str, data: str, root: Optional[str], shapes: Any, work: Any, methods: tuple[str, ...],
+                gpu_bytes: Optional[int]) -> list[Any]:
+    """Plans at the data's longest, p95 and p50 lengths (images per sample: the data's most)."""
+    from dataclasses import replace
+
+    from vlmtune.diagnose.data_lengths import data_lengths
+    from vlmtune.diagnose.memory_plan import plan_memory
+
+    stats = data_lengths(model, data, max_length=work.seq, root=root)
+    plans = []
+    for case, seq in stats["cases"].items():
+        for p in plan_memory(shapes, replace(work, seq=seq, images=stats["images"]), gpu_bytes=gpu_bytes,
+                             methods=methods):
+            p.case = case
+            plans.append(p)
+    return plans
+
+
+def _targets(text: Optional[str]) -> Any:
+    if text is None:
+        return None
+    return "all-linear" if text == "all-linear" else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def plan(config: Optional[Path] = typer.Argument(None, help="a vlmtune run config YAML (its settings; flags override)"),
+         model: Optional[str] = typer.Option(None, "--model", help="config.json, model dir, zoo name or cached hub id "
+                                             "(any VLM or text LM; remote-code configs are read as data)"),
+         gpu_mem: Optional[str] = typer.Option(None, "--gpu-mem", help="memory per GPU, e.g. 80GiB, 24GB"),
+         seq: Optional[int] = typer.Option(None, "--seq", help="tokens per sample, image tokens included; with --data the max_length [2048]"),
+         batch: Optional[int] = typer.Option(None, "--batch", help="micro-batch per GPU [1]"),
+         method: Optional[str] = typer.Option(None, "--method", help="all|full|freeze|lora|dora|qlora4|qlora8 [all]"),
+         lora_r: Optional[int] = typer.Option(None, "--lora-r", help="[16]"),
+         lora_targets: Optional[str] = typer.Option(None, "--lora-targets", help="comma-separated leaf names or "
+                                                    "all-linear [the family's default]"),
+         lora_dropout: Optional[float] = typer.Option(None, "--lora-dropout", help="[0.05]"),
+         modules_to_save: Optional[str] = typer.Option(None, "--modules-to-save", help="e.g. embed_tokens,lm_head"),
+         images: Optional[int] = typer.Option(None, "--images", help="images per sample [1]"),
+         image_size: Optional[int] = typer.Option(None, "--image-size", help="image side in pixels"),
+         dtype: Optional[str] = typer.Option(None, "--dtype", help="bf16|fp16|fp32 weights [bf16]"),
+         no_master_weights: bool = typer.Option(False, "--no-master-weights",
+                                                help="AdamW moments in the weight dtype, no fp32 master copy"),
+         checkpointing: bool = typer.Option(False, "--gradient-checkpointing"),
+         activation_offload: bool = typer.Option(False, "--activation-offload",
+                                                 help="checkpointed layer inputs kept in CPU memory"),
+         optim: Optional[str] = typer.Option(None, "--optim", help="adamw|adamw8bit|paged_adamw8bit|sgd [adamw]"),
+         quant: Optional[str] = typer.Option(None, "--quant", help="4-bit kind: bnb4|nf4|gptq4 [bnb4]"),
+         no_kbit_upcast: bool = typer.Option(False, "--no-kbit-upcast",
+                                             help="QLoRA without PEFT's fp32 upcast of unquantized weights"),
+         gpus: Optional[int] = typer.Option(None, "--gpus", help="[1]"),
+         zero: Optional[int] = typer.Option(None, "--zero", help="ZeRO stage 0|2|3 [0]"),
+         attn: Optional[str] = typer.Option(None, "--attn", help="eager|sdpa|flash [sdpa]"),
+         loss: Optional[str] = typer.Option(None, "--loss", help="vlmtune|hf|model|chunked [vlmtune]"),
+         measure: Optional[str] = typer.Option(None, "--measure", help="allocated|reserved|device [device on cuda]"),
+         device: Optional[str] = typer.Option(None, "--device", help="cuda|cpu [cuda]"),
+         data: Optional[Path] = typer.Option(None, "--data", help="training JSONL: plan its longest sample, p95 "
+                                             "and p50 lengths as the model's processor encodes them"),
+         data_root: Optional[Path] = typer.Option(None, "--data-root", help="image root for --data"),
+         as_json: bool = typer.Option(False, "--json")) -> None:
+    """Predict peak training memory per method from config.json alone (no weights)."""
+    from vlmtune.diagnose.memory_plan import ALL_METHODS, METHODS, Workload, model_shapes, parse_size, plan_memory, vision_share
+    from vlmtune.diagnose.render import plan_table
+    from vlmtune.errors import InputError
+
+    fields = from_run_config(config) if config else {}
+    model = model or fields.pop("model", None)
+    fields.pop("model", None)
+    data = data or fields.pop("data", None)
+    data_root = data_root or fields.pop("data_root", None)
+    fields.pop("data", None), fields.pop("data_root", None)
+    if not model:
+        raise InputError("give --model (config.json, model dir or cached hub id) or a run config", field="--model")
+    flags = {"seq": seq, "batch": batch, "lora_r": lora_r, "lora_targets": _targets(lora_targets),
+             "lora_dropout": lora_dropout, "images": images, "image_size": image_size, "optim": optim,
+             "quant": {"nf4": "bnb4"}.get(quant or "", quant), "gpus": gpus, "zero": zero, "attn": attn,
+             "loss": loss, "measure": measure, "device": device,
+             "weight_bytes": _DTYPES.get(dtype) if dtype else None,
+             "modules_to_save": [m.strip() for m in modules_to_save.split(",")] if modules_to_save else None}
+    if dtype and dtype not in _DTYPES:
+        raise InputError(f"unknown dtype {dtype!r}; choose bf16, fp16 or fp32", field="--dtype")
+    fields.update({k: v for k, v in flags.items() if v is not None})
+    for flag, name, value in ((no_master_weights, "master_weights", False), (checkpointing, "gradient_checkpointing", True),
+                              (activation_offload, "activation_offload", True), (no_kbit_upcast, "kbit_upcast", False)):
+        if flag:
+            fields[name] = value
+    chosen = method or fields.pop("method", None) or "all"
+    fields.pop("method", None)
+    if chosen != "all" and chosen not in ALL_METHODS:
+        raise InputError(f"unknown method {chosen!r}; choose from all, {', '.join(ALL_METHODS)}", field="--method")
+    work = Workload(**fields)
+    shapes = model_shapes(model)
+    methods = METHODS if chosen == "all" else (chosen,)
+    gpu_bytes = parse_size(gpu_mem) if gpu_mem else None
+    if data:
+        plans = _data_plans(model, str(data), str(data_root) if data_root else None, shapes, work, methods, gpu_bytes)
+    else:
+        plans = plan_memory(shapes, work, gpu_bytes=gpu_bytes, methods=methods)
+    if as_json:
+        typer.echo(json.dumps({"model": model, "params": shapes.by_role, "exact_counts": shapes.exact,
+                               "plans": [p.to_dict() for p in plans]}, indent=2))
+        return
+    console = Console()
+    Console(width=max(console.width, 140)).print(plan_table(plans, f"{model}: {shapes.total / 1e9:.2f}B params "
+                                                 f"({vision_share(shapes):.0%} vision + projector), seq {work.seq} x "
+                                                 f"batch {work.batch}, {work.weight_bytes * 8}-bit weights"))
+    for note in sorted({n for p in plans for n in p.notes}):
+        console.print(f"  {note}")
