@@ -155,11 +155,13 @@ def score(predictions: Path = typer.Argument(..., help="JSONL: id, prediction, a
 
 
 @app.command()
-def compare(grid: Path = typer.Argument(..., help="grid YAML: name, out_dir, base, variants")) -> None:
+def compare(grid: Path = typer.Argument(..., help="grid YAML: name, out_dir, base, variants"),
+            gpu_mem: Optional[str] = typer.Option(None, "--gpu-mem", help="memory per GPU (e.g. 24GiB): flag the "
+                                                  "variants the memory plan says will not fit, before any runs")) -> None:
     """Train and evaluate every variant of a grid (finished ones are skipped), then write the report."""
     from vlmtune.compare.run import compare as run_compare
 
-    run_compare(grid, console=console)
+    run_compare(grid, console=console, gpu_mem=gpu_mem)
 
 
 @app.command()

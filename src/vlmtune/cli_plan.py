@@ -19,39 +19,11 @@ _DTYPES = {"bf16": 2, "bfloat16": 2, "fp16": 2, "float16": 2, "fp32": 4, "float3
 
 
 def from_run_config(path: Path) -> dict[str, Any]:
-    """Workload fields (and ``model``, ``method``) from a vlmtune run config."""
+    """Workload fields (and ``model``, ``method``, ``data``) from a vlmtune run config."""
     from vlmtune.config import load_config
+    from vlmtune.diagnose.preflight import workload_fields
 
-    cfg = load_config(path)
-    m = cfg.method
-    roles = tuple(r for r in ("vision", "projector", "language") if getattr(cfg.trainable, r))
-    out: dict[str, Any] = {
-        "model": cfg.model.path, "seq": cfg.data.max_length, "batch": cfg.train.batch_size,
-        "method": {"qlora": f"qlora{m.bits}"}.get(m.kind, m.kind), "lora_r": m.r, "lora_dropout": m.dropout,
-        "lora_targets": m.targets, "double_quant": m.double_quant,
-        "gradient_checkpointing": cfg.train.gradient_checkpointing,
-        "data": cfg.data.train, "data_root": cfg.data.root,
-    }
-    if roles:
-        out["trainable_roles"] = roles
-    dtype = cfg.train.precision if cfg.train.precision != "auto" else cfg.model.dtype
-    if dtype in _DTYPES:
-        out["weight_bytes"] = _DTYPES[dtype]
-    attn = cfg.model.attn_implementation or ""
-    if attn:
-        out["attn"] = "flash" if "flash" in attn else attn
-    if cfg.train.deepspeed:
-        out["zero"] = _zero_stage(Path(cfg.train.deepspeed))
-    return out
-
-
-def _zero_stage(path: Path) -> int:
-    from vlmtune.errors import InputError
-
-    try:
-        return int(json.loads(path.read_text()).get("zero_optimization", {}).get("stage", 0))
-    except (OSError, ValueError, AttributeError) as err:
-        raise InputError(f"cannot read the DeepSpeed config: {err}", file=path, field="train.deepspeed") from None
+    return workload_fields(load_config(path))
 
 
 def _data_plans(model: str, data: str, root: Optional[str], shapes: Any, work: Any, methods: tuple[str, ...],
