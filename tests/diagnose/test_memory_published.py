@@ -83,6 +83,8 @@ def test_settings_change_the_terms_they_should():
     assert gptq.weights < nf4.weights  # GPTQ keeps the rest 16-bit; PEFT upcasts bitsandbytes' rest to fp32
     assert with_("qlora4", kbit_upcast=False).weights < nf4.weights
     assert with_("dora").trainable > lora.trainable and with_("freeze").trainable == shapes.by_role["projector"]
+    assert with_(answer_tokens=20).logits == 20 * shapes.vocab * 12  # the LM head runs only where a label follows
+    assert with_(loss="hf", answer_tokens=20).logits == 1024 * shapes.vocab * 14  # full logits, upcast to fp32
     assert with_(loss="chunked", seq=4096).logits * 4 == with_(seq=4096).logits  # one 1024-token chunk at a time
     assert with_(measure="allocated").peak < with_(measure="reserved").peak < lora.peak  # device adds the context
 
@@ -135,3 +137,6 @@ def test_cli_plan_from_data_lengths(tiny_factory, shapes_data):
     plans = json.loads(result.stdout)["plans"]
     assert [(p["case"], p["seq"]) for p in plans] == [(c, cases[c]) for c in ("longest", "p95", "p50")]
     assert plans[0]["peak"] >= plans[1]["peak"] >= plans[2]["peak"]
+    answers = stats["answers"]
+    assert 0 < answers["p50"] <= answers["longest"] < cases["longest"]
+    assert plans[0]["logits"] == answers["longest"] * model_shapes(str(model)).vocab * 12

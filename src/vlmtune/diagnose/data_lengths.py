@@ -26,7 +26,8 @@ def _percentile(sorted_values: list[int], q: float) -> int:
 
 
 def data_lengths(model: str, data: str, *, max_length: int = 2048, root: str | None = None) -> dict[str, Any]:
-    """``{"cases": {"longest", "p95", "p50": tokens}, "images": max per sample, "samples", "skipped"}``."""
+    """``{"cases": {"longest", "p95", "p50": tokens}, "answers": the same for labelled tokens,
+    "images": max per sample, "samples", "skipped"}``."""
     from vlmtune.config import ModelConfig
     from vlmtune.data.dataset import EncodedDataset
     from vlmtune.data.schema import load_samples
@@ -42,7 +43,12 @@ def data_lengths(model: str, data: str, *, max_length: int = 2048, root: str | N
     if not len(encoded):
         raise InputError(f"no sample fits max_length={max_length} (skipped: {dict(encoded.skipped)})", file=data,
                          field="--data")
-    lengths = sorted(min(encoded[i].length, max_length) for i in range(len(encoded)))
-    images = max(len(encoded[i].sample.images) for i in range(len(encoded)))
+    from vlmtune.data.encode import IGNORE
+
+    examples = [encoded[i] for i in range(len(encoded))]
+    lengths = sorted(min(ex.length, max_length) for ex in examples)
+    answers = sorted(sum(label != IGNORE for label in ex.encoded.labels[:max_length]) for ex in examples)
+    images = max(len(ex.sample.images) for ex in examples)
     return {"cases": {"longest": lengths[-1], "p95": _percentile(lengths, 95), "p50": _percentile(lengths, 50)},
+            "answers": {"longest": answers[-1], "p95": _percentile(answers, 95), "p50": _percentile(answers, 50)},
             "images": images, "samples": len(lengths), "skipped": dict(encoded.skipped)}

@@ -107,18 +107,23 @@ def language_activations(shapes: Any, w: Any, method: str, batch: int, targets: 
 
 
 def logits_bytes(shapes: Any, w: Any, batch: int) -> int:
-    """The loss's logits. ``vlmtune`` (``train.token_loss_sum``): 12 B per token and
-    vocabulary entry (logits, their shifted copy and the fp32 log-softmax in the forward;
-    log-softmax, its gradient and the loss gradient at the start of the backward).
-    ``hf``: transformers' ``ForCausalLMLoss`` upcasts the logits to fp32 first (``a`` + 12).
-    ``model``: a model's own ``CrossEntropyLoss`` on logits in their dtype (older remote
-    code: logits, shifted copy, log-softmax, its gradient: ``4a``).
-    ``chunked``: only ``LOSS_CHUNK`` tokens' logits exist at once. A padded batch adds its
-    boolean 4-D mask (SDPA/eager only)."""
+    """The loss's logits. ``vlmtune`` (``train.loss.token_loss_sum``): the LM head runs
+    only where a label follows (``logits_to_keep`` as a mask), 12 B per kept position and
+    vocabulary entry (the kept logits and the fp32 log-softmax in the forward; log-softmax,
+    its gradient and the logits' gradient at the start of the backward); ``answer_tokens``
+    per sample are kept, all ``seq`` when not known. ``hf``: transformers'
+    ``ForCausalLMLoss`` on full logits upcast to fp32 (``a`` + 12). ``model``: a model's own
+    ``CrossEntropyLoss`` on full logits in their dtype (older remote code: logits, shifted
+    copy, log-softmax, its gradient: ``4a``). ``chunked``: only ``LOSS_CHUNK`` tokens'
+    logits exist at once. A padded batch adds its boolean 4-D mask (SDPA/eager only)."""
     tokens = batch * w.seq
     mask = tokens * w.seq if padded(batch) and w.attn != "flash" else 0
     per_entry = {"vlmtune": 12, "hf": 12 + w.weight_bytes, "model": 4 * w.weight_bytes, "chunked": 12}[w.loss]
-    rows = min(tokens, LOSS_CHUNK) if w.loss == "chunked" else tokens
+    rows = tokens
+    if w.loss == "vlmtune" and w.answer_tokens is not None:
+        rows = batch * min(max(w.answer_tokens, 1), w.seq)
+    elif w.loss == "chunked":
+        rows = min(tokens, LOSS_CHUNK)
     return rows * shapes.vocab * per_entry + mask
 
 

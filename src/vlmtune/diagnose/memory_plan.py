@@ -80,6 +80,7 @@ class Workload:
     overlap_comm: bool = True  # DeepSpeed overlap_comm (4.5x bucket footprint)
     attn: str = "sdpa"
     loss: str = "vlmtune"
+    answer_tokens: int | None = None  # labelled tokens per sample (vlmtune's loss keeps only their logits)
     measure: str | None = None  # None: device on CUDA, allocated on CPU
     device: str = "cuda"  # cuda | cpu: dropout masks and AdamW scratch differ
     dora: bool = False  # set by plan_method for method "dora"
@@ -92,8 +93,8 @@ class Workload:
                                  field=f"--{name.replace('_', '-')}")
         if self.zero not in (0, 1, 2, 3) or self.gpus < 1:
             raise InputError(f"--zero must be 0-3 and --gpus >= 1 (got {self.zero}, {self.gpus})", field="--zero")
-        if self.seq < 1 or self.batch < 1:
-            raise InputError("--seq and --batch must be >= 1", field="--seq")
+        if self.seq < 1 or self.batch < 1 or (self.answer_tokens is not None and self.answer_tokens < 1):
+            raise InputError("--seq, --batch and --answer-tokens must be >= 1", field="--seq")
 
 
 @dataclass

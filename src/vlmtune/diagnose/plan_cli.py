@@ -37,8 +37,8 @@ def _data_plans(model: str, data: str, root: Optional[str], shapes: Any, work: A
     stats = data_lengths(model, data, max_length=work.seq, root=root)
     plans = []
     for case, seq in stats["cases"].items():
-        for p in plan_memory(shapes, replace(work, seq=seq, images=stats["images"]), gpu_bytes=gpu_bytes,
-                             methods=methods):
+        case_work = replace(work, seq=seq, images=stats["images"], answer_tokens=stats["answers"][case])
+        for p in plan_memory(shapes, case_work, gpu_bytes=gpu_bytes, methods=methods):
             p.case = case
             plans.append(p)
     return plans
@@ -78,6 +78,8 @@ def plan(config: Optional[Path] = typer.Argument(None, help="a vlmtune run confi
          zero: Optional[int] = typer.Option(None, "--zero", help="ZeRO stage 0|2|3 [0]"),
          attn: Optional[str] = typer.Option(None, "--attn", help="eager|sdpa|flash [sdpa]"),
          loss: Optional[str] = typer.Option(None, "--loss", help="vlmtune|hf|model|chunked [vlmtune]"),
+         answer_tokens: Optional[int] = typer.Option(None, "--answer-tokens", help="labelled tokens per sample: "
+                                                     "vlmtune's loss keeps only their logits [all of --seq]"),
          measure: Optional[str] = typer.Option(None, "--measure", help="allocated|reserved|device [device on cuda]"),
          device: Optional[str] = typer.Option(None, "--device", help="cuda|cpu [cuda]"),
          data: Optional[Path] = typer.Option(None, "--data", help="training JSONL: plan its longest sample, p95 "
@@ -100,7 +102,7 @@ def plan(config: Optional[Path] = typer.Argument(None, help="a vlmtune run confi
     flags = {"seq": seq, "batch": batch, "lora_r": lora_r, "lora_targets": _targets(lora_targets),
              "lora_dropout": lora_dropout, "images": images, "image_size": image_size, "optim": optim,
              "quant": {"nf4": "bnb4"}.get(quant or "", quant), "gpus": gpus, "zero": zero, "attn": attn,
-             "loss": loss, "measure": measure, "device": device,
+             "loss": loss, "answer_tokens": answer_tokens, "measure": measure, "device": device,
              "weight_bytes": _DTYPES.get(dtype) if dtype else None,
              "modules_to_save": [m.strip() for m in modules_to_save.split(",")] if modules_to_save else None}
     if dtype and dtype not in _DTYPES:
