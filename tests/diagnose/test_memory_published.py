@@ -57,7 +57,7 @@ def test_remote_code_and_text_configs_are_read_as_data():
     assert 9.5e9 < qwen_vl.total < 9.8e9 and 1.8e9 < qwen_vl.by_role["vision"] < 2.0e9  # ViT-bigG from "visual"
     assert qwen_vl.vision["tokens_per_image"] == 256 and qwen_vl.intermediate == 11008  # QWenMLP halves it
     qwen7 = model_shapes(str(CONFIGS / "Qwen-Qwen-7B.json"))
-    assert qwen7.total == 7_720_931_328 and qwen7.by_role["vision"] == 0  # published: 7.72B
+    assert qwen7.total == 7_721_324_544 and qwen7.by_role["vision"] == 0  # Qwen-7B's checkpoint count
     llama = model_shapes(str(CONFIGS / "meta-llama-Llama-3.2-3B-Instruct.json"))  # text LM, exact on meta
     assert llama.exact and llama.total == 3_212_749_824 and llama.head_params == 0  # tied head
 

@@ -99,7 +99,9 @@ def language_activations(shapes: Any, w: Any, method: str, batch: int, targets: 
     if method == "qlora8":  # bitsandbytes' 8-bit matmul keeps its input on ctx
         adapters += shapes.layers * 4 * (2 * h + i) - 4 * h
     if not targets and not trains_layers:  # nothing in the decoder trains (freeze: projector only)
-        return tokens * shapes.layers * h * a if w.gradient_checkpointing else tokens * (shapes.layers * per_layer + attention_sum)
+        if w.gradient_checkpointing:
+            return tokens * shapes.layers * h * a
+        return tokens * (shapes.layers * per_layer + attention_sum)
     if w.gradient_checkpointing:  # layer inputs (unless offloaded to CPU), one layer recomputed
         inputs = (1 if w.activation_offload else shapes.layers) * h * a
         return tokens * (inputs + per_layer + attention_one + adapters // shapes.layers + final)

@@ -47,6 +47,11 @@ def lora_params(shapes: Any, r: int, targets: list[tuple[int, int]] | None = Non
     return sum(r * (fan_in + fan_out) for fan_in, fan_out in (shapes.lora_targets if targets is None else targets))
 
 
+def adapter_params(shapes: Any, w: Any, targets: list[tuple[int, int]]) -> int:
+    """LoRA A and B of every target, plus DoRA's magnitude vector (one value per output)."""
+    return lora_params(shapes, w.lora_r, targets) + (sum(b for _, b in targets) if w.dora else 0)
+
+
 def saved_modules(shapes: Any, names: list[str]) -> int:
     """Parameters of ``modules_to_save`` (PEFT trains a copy of each: embedding and head)."""
     total = 0
@@ -76,8 +81,7 @@ def _role_params(shapes: Any, roles: tuple[str, ...]) -> int:
 
 def trainable_params(shapes: Any, w: Any, method: str, targets: list[tuple[int, int]]) -> int:
     full = shapes.total if method == "full" else _role_params(shapes, w.trainable_roles)
-    adapters = lora_params(shapes, w.lora_r, targets) + (sum(b for _, b in targets) if w.dora else 0)
-    return full + adapters + saved_modules(shapes, w.modules_to_save)
+    return full + adapter_params(shapes, w, targets) + saved_modules(shapes, w.modules_to_save)
 
 
 def weight_bytes(shapes: Any, method: str, w: Any, targets: list[tuple[int, int]]) -> int:
@@ -88,7 +92,8 @@ def weight_bytes(shapes: Any, method: str, w: Any, targets: list[tuple[int, int]
     if method == "qlora8":
         base = rest + q + 4 * shapes.quantizable_rows
     elif method == "qlora4" and w.quant == "gptq4":  # int4 + fp16 scale and int4 zero per group of 128
-        base = rest + q // 2 + q * 5 // (2 * GPTQ_GROUP) + 4 * shapes.layers * sum(a for _, a, _ in shapes.layer_linears)
+        g_idx = 4 * shapes.layers * sum(a for _, a, _ in shapes.layer_linears)
+        base = rest + q // 2 + q * 5 // (2 * GPTQ_GROUP) + g_idx
     elif method == "qlora4":  # NF4 blocks of 64, double-quantised absmax (QLoRA §2-3)
         base = rest + q // 2 + (q // 64 + q * 4 // (64 * 256) if w.double_quant else q * 4 // 64)
     else:
@@ -96,7 +101,7 @@ def weight_bytes(shapes: Any, method: str, w: Any, targets: list[tuple[int, int]
     if w.zero == 3 and w.gpus > 1:
         layer = sum(a * b for _, a, b in shapes.layer_linears) * w.weight_bytes
         base = base // w.gpus + 2 * layer
-    adapters = (lora_params(shapes, w.lora_r, targets) + (sum(b for _, b in targets) if w.dora else 0)) * w.adapter_bytes
+    adapters = adapter_params(shapes, w, targets) * w.adapter_bytes
     return base + adapters + saved_modules(shapes, w.modules_to_save) * _rest_bytes(w, method)
 
 
@@ -116,7 +121,7 @@ def optimizer_terms(shapes: Any, w: Any, method: str, targets: list[tuple[int, i
     """(gradients, optimizer states, optimizer-step scratch) per GPU."""
     full = shapes.total if method == "full" else _role_params(shapes, w.trainable_roles)
     saved = saved_modules(shapes, w.modules_to_save)
-    adapters = lora_params(shapes, w.lora_r, targets) + (sum(b for _, b in targets) if w.dora else 0)
+    adapters = adapter_params(shapes, w, targets)
     groups = [(full, w.weight_bytes), (saved, _rest_bytes(w, method)), (adapters, w.adapter_bytes)]
     grads = states = scratch = 0
     for n, param_b in groups:

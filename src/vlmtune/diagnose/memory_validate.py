@@ -58,6 +58,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         s = r["source"]
         varied = ", ".join(f"{k}={v}" for k, v in r["varied"].items() if k not in ("seq", "batch")) or ""
-        lines.append(f"| {r['setup']} | {r['method']} | {r['seq']} | {r['batch']} | {varied} | {r['measured']:.2f} | "
-                     f"{r['predicted']:.2f} | {r['error']:+.1%} | {s['repo']}@{s['commit'][:8]} {s['path']}:{s['line']} |")
+        where = f"{s['repo']}@{s['commit'][:8]} {s['path']}:{s['line']}"
+        lines.append(f"| {r['setup']} | {r['method']} | {r['seq']} | {r['batch']} | {varied} | "
+                     f"{r['measured']:.2f} | {r['predicted']:.2f} | {r['error']:+.1%} | {where} |")
     return "\n".join(lines)

@@ -54,74 +54,90 @@ def plan(config: Optional[Path] = typer.Argument(None, help="a vlmtune run confi
          model: Optional[str] = typer.Option(None, "--model", help="config.json, model dir, zoo name or cached hub id "
                                              "(any VLM or text LM; remote-code configs are read as data)"),
          gpu_mem: Optional[str] = typer.Option(None, "--gpu-mem", help="memory per GPU, e.g. 80GiB, 24GB"),
-         seq: Optional[int] = typer.Option(None, "--seq", help="tokens per sample, image tokens included; with --data the max_length [2048]"),
-         batch: Optional[int] = typer.Option(None, "--batch", help="micro-batch per GPU [1]"),
-         method: Optional[str] = typer.Option(None, "--method", help="all|full|freeze|lora|dora|qlora4|qlora8 [all]"),
-         lora_r: Optional[int] = typer.Option(None, "--lora-r", help="[16]"),
+         seq: Optional[int] = typer.Option(None, "--seq", help="tokens per sample, image tokens included; with "
+                                           "--data the max_length (default: 2048)"),
+         batch: Optional[int] = typer.Option(None, "--batch", help="micro-batch per GPU (default: 1)"),
+         method: Optional[str] = typer.Option(None, "--method",
+                                              help="all|full|freeze|lora|dora|qlora4|qlora8 (default: all)"),
+         lora_r: Optional[int] = typer.Option(None, "--lora-r", help="default 16"),
          lora_targets: Optional[str] = typer.Option(None, "--lora-targets", help="comma-separated leaf names or "
-                                                    "all-linear [the family's default]"),
+                                                    "all-linear (default: the family's default)"),
          lora_dropout: Optional[float] = typer.Option(None, "--lora-dropout", help="[0.05]"),
          modules_to_save: Optional[str] = typer.Option(None, "--modules-to-save", help="e.g. embed_tokens,lm_head"),
-         images: Optional[int] = typer.Option(None, "--images", help="images per sample [1]"),
+         images: Optional[int] = typer.Option(None, "--images", help="images per sample (default: 1)"),
          image_size: Optional[int] = typer.Option(None, "--image-size", help="image side in pixels"),
-         dtype: Optional[str] = typer.Option(None, "--dtype", help="bf16|fp16|fp32 weights [bf16]"),
+         dtype: Optional[str] = typer.Option(None, "--dtype", help="bf16|fp16|fp32 weights (default: bf16)"),
          no_master_weights: bool = typer.Option(False, "--no-master-weights",
                                                 help="AdamW moments in the weight dtype, no fp32 master copy"),
          checkpointing: bool = typer.Option(False, "--gradient-checkpointing"),
          activation_offload: bool = typer.Option(False, "--activation-offload",
                                                  help="checkpointed layer inputs kept in CPU memory"),
-         optim: Optional[str] = typer.Option(None, "--optim", help="adamw|adamw8bit|paged_adamw8bit|sgd [adamw]"),
-         quant: Optional[str] = typer.Option(None, "--quant", help="4-bit kind: bnb4|nf4|gptq4 [bnb4]"),
+         optim: Optional[str] = typer.Option(None, "--optim",
+                                             help="adamw|adamw8bit|paged_adamw8bit|sgd (default: adamw)"),
+         quant: Optional[str] = typer.Option(None, "--quant", help="4-bit kind: bnb4|nf4|gptq4 (default: bnb4)"),
          no_kbit_upcast: bool = typer.Option(False, "--no-kbit-upcast",
                                              help="QLoRA without PEFT's fp32 upcast of unquantized weights"),
-         gpus: Optional[int] = typer.Option(None, "--gpus", help="[1]"),
-         zero: Optional[int] = typer.Option(None, "--zero", help="ZeRO stage 0|2|3 [0]"),
-         attn: Optional[str] = typer.Option(None, "--attn", help="eager|sdpa|flash [sdpa]"),
-         loss: Optional[str] = typer.Option(None, "--loss", help="vlmtune|hf|model|chunked [vlmtune]"),
+         gpus: Optional[int] = typer.Option(None, "--gpus", help="default 1"),
+         zero: Optional[int] = typer.Option(None, "--zero", help="ZeRO stage 0|2|3 (default: 0)"),
+         attn: Optional[str] = typer.Option(None, "--attn", help="eager|sdpa|flash (default: sdpa)"),
+         loss: Optional[str] = typer.Option(None, "--loss", help="vlmtune|hf|model|chunked (default: vlmtune)"),
          answer_tokens: Optional[int] = typer.Option(None, "--answer-tokens", help="labelled tokens per sample: "
-                                                     "vlmtune's loss keeps only their logits [all of --seq]"),
-         measure: Optional[str] = typer.Option(None, "--measure", help="allocated|reserved|device [device on cuda]"),
-         device: Optional[str] = typer.Option(None, "--device", help="cuda|cpu [cuda]"),
+                                                     "vlmtune's loss keeps only their logits (default: all of --seq)"),
+         measure: Optional[str] = typer.Option(None, "--measure",
+                                               help="allocated|reserved|device (default: device on cuda)"),
+         device: Optional[str] = typer.Option(None, "--device", help="cuda|cpu (default: cuda)"),
          data: Optional[Path] = typer.Option(None, "--data", help="training JSONL: plan its longest sample, p95 "
                                              "and p50 lengths as the model's processor encodes them"),
          data_root: Optional[Path] = typer.Option(None, "--data-root", help="image root for --data"),
          as_json: bool = typer.Option(False, "--json")) -> None:
     """Predict peak training memory per method from config.json alone (no weights)."""
-    from vlmtune.diagnose.memory_plan import ALL_METHODS, METHODS, Workload, model_shapes, parse_size, plan_memory, vision_share
-    from vlmtune.diagnose.render import plan_table
+    model, chosen, fields, data_file, root = _settings(dict(locals()))
+    _show(model, chosen, fields, data_file, root, gpu_mem, as_json)
+
+
+def _settings(opts: dict[str, Any]) -> tuple[str, str, dict[str, Any], Any, Any]:
+    """(model, method, Workload fields, data, data_root): the run config's, then the flags'."""
+    from vlmtune.diagnose.memory_plan import ALL_METHODS
     from vlmtune.errors import InputError
 
-    fields = from_run_config(config) if config else {}
-    model = model or fields.pop("model", None)
-    fields.pop("model", None)
-    data = data or fields.pop("data", None)
-    data_root = data_root or fields.pop("data_root", None)
-    fields.pop("data", None), fields.pop("data_root", None)
-    if not model:
+    fields = from_run_config(opts["config"]) if opts["config"] else {}
+    picked = {k: opts[k] or fields.get(k) for k in ("model", "data", "data_root", "method")}
+    for key in picked:
+        fields.pop(key, None)
+    if not picked["model"]:
         raise InputError("give --model (config.json, model dir or cached hub id) or a run config", field="--model")
-    flags = {"seq": seq, "batch": batch, "lora_r": lora_r, "lora_targets": _targets(lora_targets),
-             "lora_dropout": lora_dropout, "images": images, "image_size": image_size, "optim": optim,
-             "quant": {"nf4": "bnb4"}.get(quant or "", quant), "gpus": gpus, "zero": zero, "attn": attn,
-             "loss": loss, "answer_tokens": answer_tokens, "measure": measure, "device": device,
-             "weight_bytes": _DTYPES.get(dtype) if dtype else None,
-             "modules_to_save": [m.strip() for m in modules_to_save.split(",")] if modules_to_save else None}
+    dtype, quant, saved = opts["dtype"], opts["quant"], opts["modules_to_save"]
     if dtype and dtype not in _DTYPES:
         raise InputError(f"unknown dtype {dtype!r}; choose bf16, fp16 or fp32", field="--dtype")
+    flags = {k: opts[k] for k in ("seq", "batch", "lora_r", "lora_dropout", "images", "image_size", "optim", "gpus",
+                                  "zero", "attn", "loss", "answer_tokens", "measure", "device")}
+    flags.update(lora_targets=_targets(opts["lora_targets"]), quant={"nf4": "bnb4"}.get(quant or "", quant),
+                 weight_bytes=_DTYPES.get(dtype) if dtype else None,
+                 modules_to_save=[m.strip() for m in saved.split(",")] if saved else None)
     fields.update({k: v for k, v in flags.items() if v is not None})
-    for flag, name, value in ((no_master_weights, "master_weights", False), (checkpointing, "gradient_checkpointing", True),
-                              (activation_offload, "activation_offload", True), (no_kbit_upcast, "kbit_upcast", False)):
-        if flag:
+    for flag, name, value in (("no_master_weights", "master_weights", False),
+                              ("checkpointing", "gradient_checkpointing", True),
+                              ("activation_offload", "activation_offload", True),
+                              ("no_kbit_upcast", "kbit_upcast", False)):
+        if opts[flag]:
             fields[name] = value
-    chosen = method or fields.pop("method", None) or "all"
-    fields.pop("method", None)
+    chosen = picked["method"] or "all"
     if chosen != "all" and chosen not in ALL_METHODS:
         raise InputError(f"unknown method {chosen!r}; choose from all, {', '.join(ALL_METHODS)}", field="--method")
+    return picked["model"], chosen, fields, picked["data"], picked["data_root"]
+
+
+def _show(model: str, chosen: str, fields: dict[str, Any], data: Any, root: Any, gpu_mem: Optional[str],
+          as_json: bool) -> None:
+    from vlmtune.diagnose.memory_plan import METHODS, Workload, model_shapes, parse_size, plan_memory, vision_share
+    from vlmtune.diagnose.render import plan_table
+
     work = Workload(**fields)
     shapes = model_shapes(model)
     methods = METHODS if chosen == "all" else (chosen,)
     gpu_bytes = parse_size(gpu_mem) if gpu_mem else None
     if data:
-        plans = _data_plans(model, str(data), str(data_root) if data_root else None, shapes, work, methods, gpu_bytes)
+        plans = _data_plans(model, str(data), str(root) if root else None, shapes, work, methods, gpu_bytes)
     else:
         plans = plan_memory(shapes, work, gpu_bytes=gpu_bytes, methods=methods)
     if as_json:

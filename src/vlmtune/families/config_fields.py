@@ -40,6 +40,8 @@ _TEXT_KEYS = ("text_config", "llm_config", "language_config", "text_model")
 # Model types whose MLP halves ``intermediate_size`` (Qwen-1: ``ff_dim_in = intermediate_size // 2``).
 _HALF_MLP = frozenset({"qwen"})
 # Qwen-1 names its fused projections c_attn/c_proj and its MLP w1/w2/c_proj.
+# Model types whose query/key/value projections carry a bias whatever the config says.
+_QKV_BIAS = frozenset({"qwen", "qwen2"})
 _QWEN1_LINEARS = ("attn.c_attn", "attn.c_proj", "mlp.w1", "mlp.w2", "mlp.c_proj")
 
 
@@ -133,12 +135,21 @@ def _vision_params(v: dict[str, int], hidden: int) -> tuple[int, int]:
     return tower, projector
 
 
+def _qkv_bias(raw: dict[str, Any], dims: dict[str, Any]) -> int:
+    """Bias parameters of q, k and v in one layer (Qwen-1's ``c_attn``, Qwen2's q/k/v,
+    ``attention_bias`` / ``qkv_bias`` elsewhere)."""
+    block = text_block(raw)
+    if not (dims["model_type"] in _QKV_BIAS or block.get("attention_bias") or block.get("qkv_bias")):
+        return 0
+    return (dims["heads"] + 2 * dims["kv_heads"]) * dims["head_dim"]
+
+
 def dims_from_fields(raw: dict[str, Any], source: str = "<config>") -> dict[str, Any]:
     """Everything ``ModelShapes`` needs, computed from the config's fields."""
     dims = text_dims(raw, source)
     h, layers, vocab = dims["hidden"], dims["layers"], dims["vocab"]
     linears = layer_linears(dims)
-    per_layer = sum(a * b for _, a, b in linears) + 2 * h  # two RMSNorm/LayerNorm weights
+    per_layer = sum(a * b for _, a, b in linears) + 2 * h + _qkv_bias(raw, dims)  # + two norm weights
     embed = vocab * h
     head = 0 if dims["tied"] else vocab * h
     vision = vision_dims(raw)
