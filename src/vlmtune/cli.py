@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from vlmtune.cli_data import register_data_commands
-from vlmtune.diagnose.plan_cli import plan
+from vlmtune.cli_plan import plan
 from vlmtune.errors import VlmtuneError
 # Function-level imports: every command imports its library module inside its function: `vlmtune
 # --help` and the light commands start without torch/transformers.
