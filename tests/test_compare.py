@@ -194,3 +194,25 @@ def test_cli_compare_error_is_one_line(tmp_path):
     assert done.returncode == 2
     assert "variants[2] (lora-r16): method.r: must be >= 1, got 0" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_gpu_mem_preflight_flags_variants_that_will_not_fit(tmp_path, capsys):
+    """``--gpu-mem``: every training variant is planned (vlmtune plan's code) before any
+    runs; the one that will not fit is flagged, and the report says so."""
+    from rich.console import Console
+
+    from vlmtune.diagnose.preflight import plan_run
+
+    grid = load_grid(write_grid(tmp_path))
+    peaks = {v.name: plan_run(v.cfg).peak for v in grid.variants if v.trains}
+    assert peaks["full"] > peaks["lora-r16"]
+    gpu = (peaks["full"] + peaks["lora-r16"]) // 2
+    fakes = Fakes()
+    run_grid(grid, train_fn=fakes.train, evaluate_fn=fakes.evaluate, console=Console(file=sys.stdout, width=300),
+             gpu_mem=f"{gpu}B")
+    out = capsys.readouterr().out
+    assert out.index("full will not fit") < out.index("[1/4]") and "lora-r16: fits" in out
+    rows = json.loads((grid.dir / "preflight.json").read_text())["variants"]
+    assert [(r["name"], r["fits"], r["peak"]) for r in rows] == [("lora-r16", True, peaks["lora-r16"]),
+                                                                  ("full", False, peaks["full"])]
+    assert "(will not fit)" in (grid.dir / "report.md").read_text()

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from vlmtune.cli_data import register_data_commands
+from vlmtune.cli_plan import plan
 from vlmtune.errors import VlmtuneError
 # Function-level imports: every command imports its library module inside its function: `vlmtune
 # --help` and the light commands start without torch/transformers.
@@ -154,11 +155,13 @@ def score(predictions: Path = typer.Argument(..., help="JSONL: id, prediction, a
 
 
 @app.command()
-def compare(grid: Path = typer.Argument(..., help="grid YAML: name, out_dir, base, variants")) -> None:
+def compare(grid: Path = typer.Argument(..., help="grid YAML: name, out_dir, base, variants"),
+            gpu_mem: Optional[str] = typer.Option(None, "--gpu-mem", help="memory per GPU (e.g. 24GiB): flag the "
+                                                  "variants the memory plan says will not fit, before any runs")) -> None:
     """Train and evaluate every variant of a grid (finished ones are skipped), then write the report."""
     from vlmtune.compare.run import compare as run_compare
 
-    run_compare(grid, console=console)
+    run_compare(grid, console=console, gpu_mem=gpu_mem)
 
 
 @app.command()
@@ -232,38 +235,7 @@ def data_preview(config: Path = typer.Argument(..., help="run config YAML (model
                 Console(width=max(console.width, 100)).print(render_preview(row))
 
 
-@app.command()
-def plan(model: str = typer.Option(..., "--model", help="model dir, config.json file, zoo name or cached hub id"),
-         gpu_mem: Optional[str] = typer.Option(None, "--gpu-mem", help="memory per GPU, e.g. 80GiB, 24GB"),
-         seq: int = typer.Option(2048, "--seq", help="tokens per sample, image tokens included"),
-         batch: int = typer.Option(1, "--batch"),
-         method: str = typer.Option("all", "--method", help="all|full|lora|qlora8|qlora4"),
-         lora_r: int = typer.Option(16, "--lora-r"),
-         images: int = typer.Option(1, "--images", help="images per sample"),
-         image_size: Optional[int] = typer.Option(None, "--image-size", help="image side in pixels (default 448)"),
-         dtype: str = typer.Option("bf16", "--dtype", help="bf16|fp32 weights"),
-         master_weights: bool = typer.Option(True, "--master-weights/--no-master-weights",
-                                             help="full: fp32 master copy (16 B/param) or moments in bf16"),
-         checkpointing: bool = typer.Option(False, "--gradient-checkpointing"),
-         device: str = typer.Option("cuda", "--device", help="cuda|cpu (dropout masks, AdamW scratch)"),
-         as_json: bool = typer.Option(False, "--json")) -> None:
-    """Predict peak training memory per method from config.json alone (no weights)."""
-    from vlmtune.diagnose.memory_plan import METHODS, Workload, model_shapes, parse_size, plan_memory, vision_share
-    from vlmtune.diagnose.render import plan_table
-
-    shapes = model_shapes(model)
-    work = Workload(seq=seq, batch=batch, images=images, image_size=image_size, lora_r=lora_r,
-                    weight_bytes={"bf16": 2, "fp32": 4}.get(dtype, 2), master_weights=master_weights,
-                    gradient_checkpointing=checkpointing, device=device)
-    plans = plan_memory(shapes, work, gpu_bytes=parse_size(gpu_mem) if gpu_mem else None,
-                        methods=METHODS if method == "all" else (method,))
-    if as_json:
-        typer.echo(json.dumps({"params": shapes.by_role, "plans": [p.to_dict() for p in plans]}, indent=2))
-        return
-    Console(width=max(console.width, 140)).print(plan_table(plans, f"{model}: {shapes.total / 1e9:.2f}B params ({vision_share(shapes):.0%} vision "
-                                      f"+ projector), seq {seq} x batch {batch}, {dtype}"))
-    for note in sorted({n for p in plans for n in p.notes}):
-        console.print(f"  {note}")
+app.command("plan")(plan)
 
 
 @diagnose_app.command("rank")

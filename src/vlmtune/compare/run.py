@@ -168,13 +168,16 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 def run_grid(grid: Grid, *, train_fn: TrainFn | None = None, evaluate_fn: EvaluateFn | None = None,
-             console: Console | None = None, build: bool = True) -> GridOutcome:
-    """Run the unfinished variants in order, print a summary, write the report."""
+             console: Console | None = None, build: bool = True, gpu_mem: str | None = None) -> GridOutcome:
+    """Run the unfinished variants in order, print a summary, write the report. With
+    ``gpu_mem``, first plan every training variant and flag those that will not fit."""
     console = console or Console(stderr=True)
     train_fn = train_fn or _default_train()
     evaluate_fn = evaluate_fn or _default_evaluate()
     grid.dir.mkdir(parents=True, exist_ok=True)
     write_text(grid.dir / "grid.yaml", yaml.safe_dump(_grid_record(grid), sort_keys=False))
+    if gpu_mem:
+        preflight_grid(grid, gpu_mem, console)
     outcome = GridOutcome(grid)
     tracking = _grid_tracking(grid)
     failed = True
@@ -226,6 +229,28 @@ def _run_variants(grid: Grid, outcome: GridOutcome, train_fn: TrainFn, evaluate_
         outcome.status[variant.name] = "done"
         console.print(f"{head}: done in {time.perf_counter() - t0:.0f}s "
                       f"({time.perf_counter() - started:.0f}s into the grid)")
+
+
+def preflight_grid(grid: Grid, gpu_mem: str, console: Console) -> list[dict[str, Any]]:
+    """The memory plan of each training variant against ``gpu_mem`` (``vlmtune plan``'s
+    code), printed before anything runs and kept in ``preflight.json`` for the report."""
+    import json
+
+    from vlmtune.diagnose.memory_plan import parse_size
+    from vlmtune.diagnose.preflight import preflight
+
+    rows = preflight([(v.name, v.cfg) for v in grid.variants if v.trains], parse_size(gpu_mem))
+    write_text(grid.dir / "preflight.json", json.dumps({"gpu_mem": gpu_mem, "variants": rows}, indent=1))
+    for row in rows:
+        if "error" in row:
+            console.print(f"[yellow]{row['name']}: no memory plan ({row['error']})[/yellow]", highlight=False)
+        elif not row["fits"]:
+            console.print(f"[red]{row['name']} will not fit {gpu_mem}:[/red] the plan predicts "
+                          f"{row['peak'] / 2**30:.1f} GiB ({row['method']}, seq {row['seq']} x batch {row['batch']})",
+                          highlight=False)
+        else:
+            console.print(f"{row['name']}: fits {gpu_mem} (plan: {row['peak'] / 2**30:.1f} GiB)", highlight=False)
+    return rows
 
 
 def _describe(err: Exception) -> str:

@@ -162,7 +162,7 @@ def measure_training_delta(cfg: RunConfig, steps: int = 3, track_in_use: bool = 
     keeps resident (the sampling itself adds Python objects, so measure RSS without it)."""
     from vlmtune.data.collate import Collator
     from vlmtune.model.methods import prepare
-    from vlmtune.train.loop import load_split
+    from vlmtune.train.loop import load_split, n_target_tokens
 
     torch.manual_seed(cfg.train.seed)
     model, processor, family = prepare(cfg, device=torch.device("cpu"))
@@ -190,6 +190,7 @@ def measure_training_delta(cfg: RunConfig, steps: int = 3, track_in_use: bool = 
     return {"baseline": baseline, "peak": peak, "delta": peak - baseline, "peak_was_reset": reset, **extra,
             "batch": int(batch["input_ids"].shape[0]),
             "seq": int(batch["input_ids"].shape[1]),
+            "answer_tokens": -(-n_target_tokens(batch) // int(batch["input_ids"].shape[0])),
             **dict(zip(("images", "image_side"), _image_geometry(batch, _patch_size(model))))}
 
 
@@ -229,6 +230,7 @@ def predicted_vs_measured(cfg: RunConfig, steps: int = 3, track_in_use: bool = F
     method = {"qlora": f"qlora{m.bits}"}.get(m.kind, m.kind)
     images, side = measured["images"], measured["image_side"]
     w = Workload(seq=measured["seq"], batch=measured["batch"], images=images, image_size=side,
+                 answer_tokens=measured["answer_tokens"],
                  weight_bytes=4, lora_r=m.r, lora_dropout=m.dropout, double_quant=m.double_quant,
                  gradient_checkpointing=cfg.train.gradient_checkpointing, device="cpu")
     plan = plan_method(shapes, w, "lora" if m.kind == "dora" else method)

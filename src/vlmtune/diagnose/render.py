@@ -29,12 +29,16 @@ def _gib(n: int) -> str:
 
 def plan_table(plans: list[Any], title: str) -> Table:
     table = Table(title=title)
+    cases = any(p.case for p in plans)
+    if cases:
+        table.add_column("case (seq)")
     for col in ("method", "trainable", "weights", "grads", "optimizer", "activations", "logits", "vision act.",
                 "peak GiB", "fits", "max batch"):
         table.add_column(col, justify="right" if col not in ("method", "fits") else "left")
     for p in plans:
         fits = "" if p.fits is None else ("[green]yes[/]" if p.fits else "[red]no[/]")
-        table.add_row(p.method, f"{p.trainable / 1e6:.1f}M", _gib(p.weights), _gib(p.gradients), _gib(p.optimizer),
-                      _gib(p.activations), _gib(p.logits), _gib(p.vision_activations), _gib(p.peak), fits,
+        table.add_row(*([f"{p.case} ({p.seq})"] if cases else []), p.method, f"{p.trainable / 1e6:.1f}M",
+                      _gib(p.weights), _gib(p.gradients), _gib(p.optimizer), _gib(p.activations), _gib(p.logits),
+                      _gib(p.vision_activations), _gib(p.peak), fits,
                       "" if p.max_batch is None else str(p.max_batch))
     return table

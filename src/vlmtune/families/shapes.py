@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ import torch
 from torch import nn
 
 from vlmtune.errors import InputError
+from vlmtune.families.base import DECODER_LINEARS
+
 # Function-level imports: transformers and the model loader load only when shapes are read (CLI
 # start-up).
 
@@ -50,6 +53,10 @@ class ModelShapes:
     sliding_window: int = 0  # window of the sliding-attention layers (0: none)
     sliding_layers: int = 0  # how many decoder layers use it
     always_masked: bool = False  # builds a 4-D attention mask on every training forward (see below)
+    layer_linears: list[tuple[str, int, int]] = field(default_factory=list)  # (name, in, out), one decoder layer
+    embed_params: int = 0  # input embedding (a ``modules_to_save`` candidate)
+    head_params: int = 0  # untied LM head (0 if tied to the embedding)
+    exact: bool = True  # counted on the meta device; False: from config fields (config_fields)
 
 
 # Families whose training forward always builds a 4-D mask from ``token_type_ids``, so SDPA
@@ -74,17 +81,81 @@ def load_config_any(path: str, trust_remote_code: bool = False) -> Any:
                          field="--model") from None
 
 
-def model_shapes(path: str | Path, trust_remote_code: bool = False) -> ModelShapes:
-    """Count parameters on the meta device and read the decoder / vision dimensions."""
-    from transformers import AutoModelForImageTextToText
+def config_file(path: str) -> Path:
+    """The ``config.json`` behind a file, a directory, a zoo name or a hub id already in the
+    local Hugging Face cache (no download)."""
+    from vlmtune.model.load import resolve_model_path
 
-    from vlmtune.families import get_family
+    local = Path(resolve_model_path(str(path)))
+    if local.is_file():
+        return local
+    if local.is_dir():
+        if (local / "config.json").is_file():
+            return local / "config.json"
+        raise InputError("not a model directory (no config.json)", file=local, field="--model")
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(str(path), "config.json")
+    except ValueError:  # not a valid repo id
+        cached = None
+    if isinstance(cached, str):
+        return Path(cached)
+    raise InputError("no such file, directory or cached hub model (vlmtune plan reads config.json only, "
+                     "it downloads nothing)", file=str(path), field="--model")
+
+
+def read_config_json(path: str) -> dict[str, Any]:
+    file = config_file(path)
+    try:
+        raw = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"cannot read config.json: {err}", file=file, field="--model") from None
+    if not isinstance(raw, dict):
+        raise InputError("config.json is not a JSON object", file=file, field="--model")
+    return raw
+
+
+def model_shapes(path: str | Path, trust_remote_code: bool = False) -> ModelShapes:
+    """Exact counts on the meta device when transformers knows the architecture (VLM or
+    text LM); otherwise (remote code, unknown ``model_type``) sizes from the config's
+    fields (``vlmtune.families.config_fields``). No model code from the hub ever runs."""
+    raw = read_config_json(str(path))
+    if "auto_map" not in raw or trust_remote_code:
+        try:
+            return _exact_shapes(str(path), trust_remote_code)
+        except (InputError, ValueError, KeyError, TypeError, AttributeError, ImportError):
+            pass  # an architecture transformers cannot build here: fall back to the fields
+    from vlmtune.families.config_fields import dims_from_fields
+
+    shapes = ModelShapes(**dims_from_fields(raw, str(path)), exact=False)
+    shapes.always_masked = shapes.model_type in ALWAYS_MASKED
+    return shapes
+
+
+class _TextOnly:
+    """Role map of a plain decoder LM: every parameter is the language model's."""
+
+    lora_targets = DECODER_LINEARS
+
+    @staticmethod
+    def role_of(name: str) -> str:
+        return "language"
+
+
+def _exact_shapes(path: str, trust_remote_code: bool) -> ModelShapes:
+    """Count parameters on the meta device and read the decoder / vision dimensions."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    from vlmtune.families import REGISTRY
     from vlmtune.model.methods import lora_target_names
 
-    config = load_config_any(str(path), trust_remote_code)
-    family = get_family(config.model_type, source=str(path))
+    config = load_config_any(path, trust_remote_code)
+    family = REGISTRY.get(config.model_type)
+    builder = AutoModelForImageTextToText if family is not None else AutoModelForCausalLM
+    family = family or _TextOnly()
     with torch.device("meta"):
-        model = AutoModelForImageTextToText.from_config(config, trust_remote_code=trust_remote_code)
+        model = builder.from_config(config, trust_remote_code=trust_remote_code)
     by_role = {"vision": 0, "projector": 0, "language": 0}
     for name, param in model.named_parameters():  # named_parameters dedupes tied weights
         by_role[family.role_of(name) or "language"] += param.numel()
@@ -100,7 +171,21 @@ def model_shapes(path: str | Path, trust_remote_code: bool = False) -> ModelShap
     return ModelShapes(model_type=config.model_type, by_role=by_role, total=sum(by_role.values()),
                        quantizable=quantizable, quantizable_rows=rows, lora_targets=targets,
                        **dims, vision=vision_dims(config), **_layer_norms(model, family, dims),
-                       **_sliding(config, dims["layers"]), always_masked=config.model_type in ALWAYS_MASKED)
+                       **_sliding(config, dims["layers"]), always_masked=config.model_type in ALWAYS_MASKED,
+                       **_embeddings(model, family))
+
+
+def _embeddings(model: nn.Module, family: Any) -> dict[str, Any]:
+    """Linears of the first decoder layer (names relative to it) and the embedding / head sizes."""
+    linears = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and ".layers.0." in name and family.role_of(name) in (None, "language"):
+            linears.append((name.split(".layers.0.", 1)[1], module.in_features, module.out_features))
+    embed = model.get_input_embeddings().weight
+    head = model.get_output_embeddings()
+    tied = head is None or head.weight is embed
+    return {"layer_linears": linears, "embed_params": embed.numel(),
+            "head_params": 0 if tied else head.weight.numel()}
 
 
 def _sliding(config: Any, layers: int) -> dict[str, int]:

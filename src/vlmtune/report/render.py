@@ -91,6 +91,25 @@ def notes(view: GridView) -> list[str]:
     return out
 
 
+def fit_notes(grid_dir: Path) -> list[str]:
+    """"Would it fit": the memory plan ``vlmtune compare --gpu-mem`` made before the runs
+    (``preflight.json``), beside each variant's measured peak when the run has one."""
+    path = Path(grid_dir) / "preflight.json"
+    if not path.is_file():
+        return []
+    import json
+
+    data = json.loads(path.read_text())
+    parts = []
+    for row in data.get("variants", []):
+        if "error" in row:
+            parts.append(f"{row['name']}: no plan ({row['error']})")
+        else:
+            parts.append(f"{row['name']} {row['peak'] / 2**30:.1f} GiB ({'fits' if row['fits'] else 'will not fit'})")
+    return [f"Would it fit {data.get('gpu_mem')} per GPU (memory plan before the runs, docs/memory_plan.md): "
+            + "; ".join(parts) + "."] if parts else []
+
+
 def context(grid_dir: Path, per_task: int) -> dict[str, Any]:
     view = summarize(load_grid_runs(grid_dir))
     header, rows = table_rows(view)
@@ -98,7 +117,7 @@ def context(grid_dir: Path, per_task: int) -> dict[str, Any]:
     plots = draw_all(view) + [p for p in (rank_plot(view),) if p is not None]
     return {"title": f"vlmtune report: {grid_dir.name}", "grid": grid_dir.name, "header": header,
             "rows": rows, "plots": plots, "items": pick_items(view, per_task),
-            "verdicts": verdicts(view), "notes": notes(view), "view": view,
+            "verdicts": verdicts(view), "notes": notes(view) + fit_notes(grid_dir), "view": view,
             "vision_header": VISION_HEADER, "vision_rows": vision_rows(view),
             "rank_header": rank_head, "rank_rows": rank_body, "format_findings": format_findings(view),
             "built": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "thumbs": THUMBS}

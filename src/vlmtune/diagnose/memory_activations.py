@@ -1,0 +1,151 @@
+"""What autograd keeps for the backward, per token: decoder layers, vision tower, logits.
+
+Why separate from the plan: these are the terms that scale with tokens, and each follows
+from listing the tensors a layer saves (``docs/memory_plan.md``, "What autograd keeps").
+Attention depends on the implementation: ``flash`` keeps q, k, v, the output and the
+log-sum-exp and never a mask; ``sdpa`` the same when transformers passes ``is_causal``,
+but K/V repeated to all heads plus the float mask when it builds a 4-D mask; ``eager``
+keeps the softmax probabilities (fp32, plus their half-precision copy), ``heads x S`` per
+token (Korthikanti et al. 2022 §4's ``5as^2b`` term).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Tokens per chunk of a chunked cross-entropy (the logits of one chunk are alive at a time).
+LOSS_CHUNK = 1024
+
+
+def activation_bytes(w: Any, method: str) -> int:
+    """Bytes per activation element: the load dtype; fp32 under bitsandbytes QLoRA with
+    PEFT's k-bit preparation (it upcasts embeddings and norms, so the residual stream is
+    fp32 and bitsandbytes' layers return their input's dtype)."""
+    return 4 if method.startswith("qlora") and kbit_upcast(w) else w.weight_bytes
+
+
+def kbit_upcast(w: Any) -> bool:
+    """PEFT's ``prepare_model_for_kbit_training`` upcasts every 16-bit parameter to fp32,
+    except in a GPTQ model (``is_gptq_quantized``)."""
+    return w.kbit_upcast and w.quant != "gptq4"
+
+
+def padded(batch: int) -> bool:
+    """Batches of more than one sample are padded: transformers builds a 4-D mask."""
+    return batch > 1
+
+
+def masked_layers(shapes: Any, w: Any, batch: int) -> int:
+    """Decoder layers whose SDPA/eager call gets a 4-D mask: all of them for a padded batch
+    or a model that always builds one (Gemma 3, PaliGemma), else the sliding-window layers
+    once the sequence reaches the window. Flash attention never takes a 4-D mask."""
+    if w.attn == "flash":
+        return 0
+    if padded(batch) or shapes.always_masked:
+        return shapes.layers
+    return shapes.sliding_layers if shapes.sliding_window and w.seq >= shapes.sliding_window else 0
+
+
+def dropout_mask_bytes(w: Any) -> int:
+    """CUDA's fused ``native_dropout`` keeps a bool mask; on CPU ``dropout`` multiplies by a
+    float noise tensor of the (adapter-dtype) input and keeps that."""
+    return 1 if w.device == "cuda" else w.adapter_bytes
+
+
+def _attention(shapes: Any, w: Any, a: int, masked: bool) -> int:
+    """Bytes per token one layer's attention keeps."""
+    qd, kvd = shapes.heads * shapes.head_dim, shapes.kv_heads * shapes.head_dim
+    if w.attn == "eager":  # q, repeated k and v, output; softmax probabilities fp32 + cast copy
+        probs = shapes.heads * w.seq * (4 + (a if a < 4 else 0))
+        return a * 4 * qd + probs + (a * w.seq if masked else 0)
+    if masked:  # SDPA with a 4-D mask: K/V repeated to all heads, float mask copy
+        return a * (4 * qd + w.seq)
+    return a * (2 * qd + 2 * kvd)
+
+
+def _adapter_inputs(shapes: Any, w: Any, targets: list[tuple[int, int]], a: int) -> int:
+    """Bytes per token the LoRA path keeps, summed over all target layers: lora_A's output
+    (kept by lora_B) and, with dropout, the dropped input in the adapter dtype and the mask;
+    without dropout lora_A keeps the (cast) input. DoRA also keeps the base output per
+    target for its magnitude rescaling."""
+    r, ab = w.lora_r, w.adapter_bytes
+    kept = sum(ab * r for _ in targets)
+    if w.dora:
+        kept += sum(a * fan_out for _, fan_out in targets)
+    if w.lora_dropout > 0:
+        return kept + sum(fan_in * (ab + dropout_mask_bytes(w)) for fan_in, _ in targets)
+    if ab == a:  # no cast: lora_A keeps the input itself, shared by q/k/v and by gate/up:
+        return kept + shapes.layers * a * (2 * shapes.hidden + shapes.intermediate)  # norm outputs, down input
+    return kept + sum(ab * fan_in for fan_in, _ in targets)
+
+
+def language_activations(shapes: Any, w: Any, method: str, batch: int, targets: list[tuple[int, int]]) -> int:
+    """Bytes autograd keeps for the decoder layers and the final norm (logits excluded)."""
+    h, i, a = shapes.hidden, shapes.intermediate, activation_bytes(w, method)
+    head_norms = (shapes.heads + shapes.kv_heads) * shapes.head_dim if shapes.head_norms else 0
+    tokens = batch * w.seq
+    masked = masked_layers(shapes, w, batch)
+    attention_sum = masked * _attention(shapes, w, a, True) + (shapes.layers - masked) * _attention(shapes, w, a, False)
+    attention_one = _attention(shapes, w, a, masked > 0)
+    trains_layers = method == "full" or "language" in w.trainable_roles
+    if trains_layers:  # norms keep fp32 input, normalised tensor and output; MLP 4 tensors
+        per_layer = 8 * (shapes.hidden_norms * h + head_norms) + 2 * 4 * h + 4 * i * a
+        final, first_layer_saving = 12 * h, 0
+    else:  # frozen norms keep their fp32 input; MLP gate, SiLU and up outputs
+        per_layer = 4 * (shapes.hidden_norms * h + head_norms) + 3 * i * a
+        final = 4 * h
+        first_layer_saving = 4 * h + (3 * h * dropout_mask_bytes(w) if w.lora_dropout > 0 and targets else 0)
+    adapters = _adapter_inputs(shapes, w, targets, a) if targets else 0
+    if method == "qlora8":  # bitsandbytes' 8-bit matmul keeps its input on ctx
+        adapters += shapes.layers * 4 * (2 * h + i) - 4 * h
+    if not targets and not trains_layers:  # nothing in the decoder trains (freeze: projector only)
+        if w.gradient_checkpointing:
+            return tokens * shapes.layers * h * a
+        return tokens * (shapes.layers * per_layer + attention_sum)
+    if w.gradient_checkpointing:  # layer inputs (unless offloaded to CPU), one layer recomputed
+        inputs = (1 if w.activation_offload else shapes.layers) * h * a
+        return tokens * (inputs + per_layer + attention_one + adapters // shapes.layers + final)
+    return tokens * (shapes.layers * per_layer + attention_sum + adapters + final - first_layer_saving)
+
+
+def logits_bytes(shapes: Any, w: Any, batch: int) -> int:
+    """The loss's logits. ``vlmtune`` (``train.loss.token_loss_sum``): the LM head runs
+    only where a label follows (``logits_to_keep`` as a mask), 12 B per kept position and
+    vocabulary entry (the kept logits and the fp32 log-softmax in the forward; log-softmax,
+    its gradient and the logits' gradient at the start of the backward); ``answer_tokens``
+    per sample are kept, all ``seq`` when not known. ``hf``: transformers'
+    ``ForCausalLMLoss`` on full logits upcast to fp32 (``a`` + 12). ``model``: a model's own
+    ``CrossEntropyLoss`` on full logits in their dtype (older remote code: logits, shifted
+    copy, log-softmax, its gradient: ``4a``). ``chunked``: only ``LOSS_CHUNK`` tokens'
+    logits exist at once. A padded batch adds its boolean 4-D mask (SDPA/eager only)."""
+    tokens = batch * w.seq
+    mask = tokens * w.seq if padded(batch) and w.attn != "flash" else 0
+    per_entry = {"vlmtune": 12, "hf": 12 + w.weight_bytes, "model": 4 * w.weight_bytes, "chunked": 12}[w.loss]
+    rows = tokens
+    if w.loss == "vlmtune" and w.answer_tokens is not None:
+        rows = batch * min(max(w.answer_tokens, 1), w.seq)
+    elif w.loss == "chunked":
+        rows = min(tokens, LOSS_CHUNK)
+    return rows * shapes.vocab * per_entry + mask
+
+
+def image_geometry(shapes: Any, w: Any) -> tuple[int, int]:
+    """(vision patches, language image tokens) per image."""
+    v = shapes.vision
+    if not v or not w.images:
+        return 0, 0
+    side = w.image_size or v.get("image_size") or 448
+    patches = (side // v["patch"]) ** 2
+    return patches, v.get("tokens_per_image") or max(patches // (v["merge"] ** 2), 1)
+
+
+def vision_activations(shapes: Any, w: Any, method: str, batch: int) -> int:
+    """Only a trained tower keeps activations; frozen, its forward saves nothing for the
+    backward. Per patch and ViT block: ``(10w + 3i)`` elements (two LayerNorm outputs,
+    q/k/v, attention output, residuals; fc1 output, GELU output and its input)."""
+    patches, _ = image_geometry(shapes, w)
+    if not patches or not (method == "full" or "vision" in w.trainable_roles):
+        return 0
+    v = shapes.vision
+    per_layer = batch * w.images * patches * (10 * v["width"] + 3 * v["intermediate"]) * w.weight_bytes
+    return per_layer * (1 if w.gradient_checkpointing else v["layers"])
