@@ -7,27 +7,28 @@ from pathlib import Path
 
 import pytest
 
-FIELDS = {"id", "images", "messages", "task", "answers", "options", "image_sizes"}
+FIELDS = {"id", "images", "videos", "messages", "task", "answers", "options", "image_sizes"}
 
 
 def _check_line(sample: dict, root: Path) -> None:
     assert set(sample) <= FIELDS and {"id", "messages"} <= set(sample), sample.keys()
     assert isinstance(sample["id"], str) and sample["id"]
-    images = sample.get("images", [])
-    for rel in images:
+    images, videos = sample.get("images", []), sample.get("videos", [])
+    assert "videos" not in sample or videos, "an empty videos list is left out"
+    for rel in images + videos:
         path = (root / rel).resolve()
         assert path.is_file() and path.is_relative_to(root.resolve()), rel
     roles = [m["role"] for m in sample["messages"]]
     assert roles[-1] == "assistant" and "user" in roles, roles
-    placeholders = 0
+    placeholders = {"image": 0, "video": 0}
     for message in sample["messages"]:
         assert set(message) - {"train"} == {"role", "content"} and isinstance(message["content"], list)
         assert message.get("train", False) is False and (message["role"] == "assistant" or "train" not in message)
         for item in message["content"]:
-            assert item in ({"type": "image"},) or (
+            assert item in ({"type": "image"}, {"type": "video"}) or (
                 set(item) == {"type", "text"} and item["type"] == "text" and item["text"]), item
-            placeholders += item["type"] == "image"
-    assert placeholders == len(images)
+            placeholders[item["type"]] = placeholders.get(item["type"], 0) + 1
+    assert placeholders["image"] == len(images) and placeholders["video"] == len(videos)
     answers = sample.get("answers")
     if answers is not None:
         last = "".join(c["text"] for c in sample["messages"][-1]["content"])

@@ -11,7 +11,8 @@ Both peers write one question and one answer per record, with earlier rounds as
 As both peers do, the user turn is ``instruction`` + ``"\\n"`` + ``input`` when ``input``
 is not empty. History answers are learned like the last one (both peers' default).
 Column names follow LLaMA-Factory's ``dataset_info.json`` ``columns`` keys (``prompt``,
-``query``, ``response``, ``history``, ``system``, ``images``) when given.
+``query``, ``response``, ``history``, ``system``, ``images``, ``videos``) when given; videos
+take ``<video>`` markers as images take ``<image>``.
 
 Example:
     >>> turns_of({"instruction": "Add", "input": "2+2", "output": "4"}, ALPACA, lambda f, m: m)
@@ -23,9 +24,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vlmtune.data.convert_chat import finish_sample, images_of, to_messages
+from vlmtune.data.convert_chat import finish_sample, media_of, stored_media, to_messages
 from vlmtune.data.convert_parts import refuse_unsupported
-from vlmtune.data.convert_refs import store_image
 from vlmtune.errors import DataError
 
 ALPACA = {"prompt": "instruction", "query": "input", "response": "output", "history": "history",
@@ -82,10 +82,10 @@ def alpaca_sample(obj: Any, *, file: Path, line: int, staging, task: str | None 
         raise err("sample", "each record must be a JSON object")
     refuse_unsupported(obj, err)
     cols = columns_for(obj, columns)
-    refs, key = images_of(obj, err, (columns or {}).get("images"))
+    media = media_of(obj, err, columns)
     system = _text(obj, cols.get("system"), err, required=False) or None
-    messages, _ = to_messages(turns_of(obj, cols, err), len(refs), err, field=cols["prompt"],
-                              system=system)
-    images = [store_image(ref, staging, file=file, line=line, field=f"{key}[{i}]",
-                          fetch_urls=fetch_urls) for i, ref in enumerate(refs)]
-    return finish_sample(obj, messages, images, file=file, line=line, task=task)
+    messages, _ = to_messages(turns_of(obj, cols, err), len(media["image"][0]), err, field=cols["prompt"],
+                              system=system, n_videos=len(media["video"][0]))
+    paths = stored_media(media, [], staging, file=file, line=line, fetch_urls=fetch_urls)
+    return finish_sample(obj, messages, paths["image"], file=file, line=line, task=task,
+                         videos=paths["video"])

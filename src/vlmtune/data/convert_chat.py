@@ -14,6 +14,12 @@ be ms-swift/OpenAI ``messages`` with content parts and per-turn ``loss``
 (:mod:`vlmtune.data.convert_parts`); image references may be paths, ``file://``/``data:``
 URLs (:mod:`vlmtune.data.convert_refs`).
 
+Video: ``video`` (InternVL, a path) or ``videos`` (LLaMA-Factory, ms-swift: a list) with
+``<video>`` markers, or video parts naming their file, follow the same rules as images
+and become ``{"type": "video"}`` parts plus the sample's ``videos`` list (what
+:mod:`vlmtune.data.schema` and :mod:`vlmtune.data.video` read). Files are staged like
+images (same inside-the-root policy, copies under ``<out stem>_images/``).
+
 Image markers: every ``<image>`` becomes a ``{"type": "image"}`` item where it stands;
 the text before and after is kept, minus the one newline that joins it to the marker
 ("<image>\\nWhat" -> image, "What"). The number of markers must equal the number of
@@ -34,13 +40,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from vlmtune.data.convert_parts import MARKER, content_items, refuse_unsupported, split_markers, train_flag
-from vlmtune.data.convert_refs import store_image
+from vlmtune.data.convert_parts import MEDIA, content_items, refuse_unsupported, split_markers, train_flag
+from vlmtune.data.convert_refs import store_media
 from vlmtune.data.convert_meta import top_object
 from vlmtune.data.schema import iter_jsonl
 from vlmtune.errors import DataError
 
-__all__ = ["chat_sample", "iter_records", "split_markers", "to_messages"]
+__all__ = ["chat_sample", "iter_records", "media_of", "split_markers", "stored_media", "to_messages"]
 USER, ASSISTANT, SYSTEM = ("human", "user"), ("gpt", "assistant", "model"), ("system",)
 TOOL = ("observation", "function_call", "function", "tool", "tool_call", "tool_response")
 
@@ -121,21 +127,22 @@ def _role(turn: dict, field: str, err, tags: dict[str, str]) -> str:
 
 def to_messages(turns: Any, n_images: int, err, *, field: str = "conversations",
                 system: str | None = None, prepend_all: bool = False,
-                tags: dict[str, str] | None = None) -> tuple[list[dict], list[tuple[Any, str]]]:
-    """Turns ``[{from, value}]`` -> (canonical messages with image placeholders, inline refs
-    as ``(reference, field)``).
+                tags: dict[str, str] | None = None,
+                n_videos: int = 0) -> tuple[list[dict], list[tuple[str, Any, str]]]:
+    """Turns ``[{from, value}]`` -> (canonical messages with image/video placeholders, inline
+    refs as ``(kind, reference, field)``).
 
     ``err(field, message)`` builds the located DataError. ``prepend_all`` lets
     marker-less turns take all images up front (HF datasets); otherwise only one.
     ``tags`` renames keys and speakers (LLaMA-Factory's ``role_tag``, ``content_tag``,
-    ``user_tag``...). Inline refs are images named inside content parts; when there are
-    any, ``n_images`` (the record-level list) must be 0.
+    ``user_tag``...). Inline refs are images/videos named inside content parts; when there
+    are any of a kind, the record-level count of that kind (``n_images``, ``n_videos``) must be 0.
     """
     tags = tags or {}
     if not isinstance(turns, list) or not turns:
         raise err(field, "missing or empty: expected a list of {from, value} turns")
     messages = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
-    inline: list[tuple[Any, str]] = []
+    inline: list[tuple[str, Any, str]] = []
     for i, turn in enumerate(turns):
         where = f"{field}[{i}]"
         if not isinstance(turn, dict):
@@ -144,30 +151,33 @@ def to_messages(turns: Any, n_images: int, err, *, field: str = "conversations",
         key = tags.get("content_tag") or (
             "value" if "value" in turn or ("content" not in turn and "from" in turn) else "content")
         content, refs = content_items(turn.get(key), f"{where}.{key}", err)
-        if role != "user" and any(c["type"] == "image" for c in content):
-            raise err(f"{where}.{key}", "images are only allowed in user turns")
+        kind = next((c["type"] for c in content if c["type"] in MEDIA), None)
+        if role != "user" and kind:
+            raise err(f"{where}.{key}", f"{kind}s are only allowed in user turns")
         inline.extend(refs)
         message = {"role": role, "content": content}
         if train_flag(turn, role, where, err) is False:
             message["train"] = False
         messages.append(message)
-    if inline and n_images:
-        raise err(field, "images are named both inside the turns and in the record's image list")
-    _place_images(messages, len(inline) or n_images, field, err, prepend_all)
+    for kind, listed in (("video", n_videos), ("image", n_images)):  # unmarked: images, then videos
+        named = sum(r[0] == kind for r in inline)
+        if named and listed:
+            raise err(field, f"{kind}s are named both inside the turns and in the record's {kind} list")
+        _place_media(messages, kind, named or listed, field, err, prepend_all)
     _check_turns(messages, field, err)
     return messages, inline
 
 
-def _place_images(messages: list[dict], n_images: int, field: str, err, prepend_all: bool) -> None:
-    markers = sum(c["type"] == "image" for m in messages for c in m["content"])
-    if markers == 0 and (n_images == 1 or (prepend_all and n_images > 1)):
+def _place_media(messages: list[dict], kind: str, count: int, field: str, err, prepend_all: bool) -> None:
+    markers = sum(c["type"] == kind for m in messages for c in m["content"])
+    if markers == 0 and (count == 1 or (prepend_all and count > 1)):
         first_user = next((m for m in messages if m["role"] == "user"), None)
         if first_user is not None:
-            first_user["content"][:0] = [{"type": "image"}] * n_images
+            first_user["content"][:0] = [{"type": kind}] * count
             return
-    if markers != n_images:
-        raise err(field, f"{markers} {MARKER} marker(s) but {n_images} image(s)"
-                  + ("; with several images, mark each one's place" if markers == 0 else ""))
+    if markers != count:
+        raise err(field, f"{markers} <{kind}> marker(s) but {count} {kind}(s)"
+                  + (f"; with several {kind}s, mark each one's place" if markers == 0 else ""))
 
 
 def _check_turns(messages: list[dict], field: str, err) -> None:
@@ -183,19 +193,13 @@ def _check_turns(messages: list[dict], field: str, err) -> None:
             raise err(field, f"turn {i} ({message['role']}) is empty")
 
 
-def images_of(obj: dict, err, images_key: str | None = None) -> tuple[list[Any], str]:
-    """The record's image references and the field they came from."""
-    if "video" in obj or "videos" in obj:
-        raise err("video", "video samples are not supported")
-    if images_key is not None:
-        value = obj.get(images_key)
-        value = [] if value is None else [value] if isinstance(value, (str, dict)) else value
-        if not isinstance(value, list):
-            raise err(images_key, "must be a path or a list of paths")
-        return value, images_key
-    if obj.get("image") is not None and obj.get("images") is not None:
-        raise err("image", "give either 'image' or 'images', not both")
-    for key in ("image", "images"):
+def _refs_of(obj: dict, err, kind: str, column: str | None) -> tuple[list[Any], str]:
+    """One kind's record-level references (``image``/``images`` or ``video``/``videos``,
+    or the LLaMA-Factory column) and the field they came from."""
+    keys = (column,) if column is not None else (kind, f"{kind}s")
+    if column is None and obj.get(kind) is not None and obj.get(f"{kind}s") is not None:
+        raise err(kind, f"give either '{kind}' or '{kind}s', not both")
+    for key in keys:
         value = obj.get(key)
         if value is None:
             continue
@@ -203,15 +207,38 @@ def images_of(obj: dict, err, images_key: str | None = None) -> tuple[list[Any],
         if not isinstance(value, list):
             raise err(key, "must be a path or a list of paths")
         return value, key
-    return [], "images"
+    return [], keys[-1]
+
+
+def media_of(obj: dict, err, columns: dict[str, str] | None = None) -> dict[str, tuple[list[Any], str]]:
+    """``{"image": (refs, field), "video": (refs, field)}`` for the record's own lists;
+    ``columns`` (LLaMA-Factory) may rename ``images`` and ``videos``."""
+    columns = columns or {}
+    return {kind: _refs_of(obj, err, kind, columns.get(f"{kind}s")) for kind in MEDIA}
+
+
+def stored_media(media: dict[str, tuple[list[Any], str]], inline: list[tuple[str, Any, str]], staging,
+                 *, file: Path, line: int, fetch_urls: bool) -> dict[str, list[str]]:
+    """Stage every image and video (record lists, or the refs named inside the turns);
+    ``{"image": [paths], "video": [paths]}`` relative to the dataset root."""
+    out = {}
+    for kind, (refs, key) in media.items():
+        pairs = [(ref, key if len(refs) == 1 and key == kind else f"{key}[{i}]") for i, ref in enumerate(refs)]
+        pairs = [(ref, where) for k, ref, where in inline if k == kind] or pairs
+        out[kind] = [store_media(ref, staging, kind=kind, file=file, line=line, field=where,
+                                 fetch_urls=fetch_urls) for ref, where in pairs]
+    return out
 
 
 def finish_sample(obj: dict, messages: list[dict], images: list[str], *, file: Path, line: int,
-                  task: str | None) -> dict:
-    """The canonical sample: id, images, messages, task, answers (+ InternVL's width/height)."""
+                  task: str | None, videos: list[str] | None = None) -> dict:
+    """The canonical sample: id, images, videos (if any), messages, task, answers
+    (+ InternVL's width/height)."""
     sid = obj.get("id")
     sample = {"id": str(sid) if sid is not None else f"{file.stem}-{line}", "images": images,
               "messages": messages}
+    if videos:
+        sample["videos"] = videos
     if task:
         sample["task"] = task
     last = next(m for m in reversed(messages) if m["role"] == "assistant")
@@ -241,8 +268,8 @@ def chat_sample(obj: Any, *, file: Path, line: int, staging, task: str | None = 
                 tags: dict[str, str] | None = None, fetch_urls: bool = False) -> dict:
     """One LLaVA/ShareGPT/InternVL/ms-swift/OpenAI record -> one canonical sample.
 
-    ``columns`` (LLaMA-Factory ``dataset_info.json``) renames ``messages``, ``system`` and
-    ``images``; ``tags`` renames turn keys and speakers.
+    ``columns`` (LLaMA-Factory ``dataset_info.json``) renames ``messages``, ``system``,
+    ``images`` and ``videos``; ``tags`` renames turn keys and speakers.
 
     Example:
         >>> import tempfile
@@ -262,17 +289,14 @@ def chat_sample(obj: Any, *, file: Path, line: int, staging, task: str | None = 
     if not isinstance(obj, dict):
         raise err("sample", "each record must be a JSON object")
     refuse_unsupported(obj, err)
-    refs, key = images_of(obj, err, columns.get("images"))
+    media = media_of(obj, err, columns)
     turns_key = columns.get("messages") or (
         "conversations" if "conversations" in obj or "messages" not in obj else "messages")
     system = obj.get(columns.get("system", "system"))
     if system is not None and not isinstance(system, str):
         raise err(columns.get("system", "system"), "must be a string")
-    messages, inline = to_messages(obj.get(turns_key), len(refs), err, field=turns_key,
-                                   system=system, tags=tags)
-    fields = [key if len(refs) == 1 and key == "image" else f"{key}[{i}]" for i in range(len(refs))]
-    if inline:
-        refs, fields = [ref for ref, _ in inline], [where for _, where in inline]
-    images = [store_image(ref, staging, file=file, line=line, fetch_urls=fetch_urls, field=where)
-              for ref, where in zip(refs, fields)]
-    return finish_sample(obj, messages, images, file=file, line=line, task=task)
+    messages, inline = to_messages(obj.get(turns_key), len(media["image"][0]), err, field=turns_key,
+                                   system=system, tags=tags, n_videos=len(media["video"][0]))
+    paths = stored_media(media, inline, staging, file=file, line=line, fetch_urls=fetch_urls)
+    return finish_sample(obj, messages, paths["image"], file=file, line=line, task=task,
+                         videos=paths["video"])

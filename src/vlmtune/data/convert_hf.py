@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmtune.data.convert_chat import split_markers, to_messages
-from vlmtune.data.convert_refs import store_image
+from vlmtune.data.convert_refs import store_image, store_media
 from vlmtune.errors import ConfigError, DataError, InputError
 # Function-level imports: `datasets` is optional (the hf extra) and slow to import.
 
@@ -156,7 +156,9 @@ def row_sample(row: dict, row_no: int, cols: dict[str, str | None], *, src: Path
     if cols["messages"]:
         messages, inline = to_messages(row.get(cols["messages"]), len(images), err,
                                        field=cols["messages"], prepend_all=True)
-        images += place(inline)
+        images += place([(ref, where) for kind, ref, where in inline if kind == "image"])
+        videos = [store_media(ref, staging, kind="video", file=src, line=row_no, field=where,
+                              fetch_urls=fetch_urls) for kind, ref, where in inline if kind == "video"]
         answers = None
     else:
         question = row.get(cols["question"])
@@ -170,6 +172,8 @@ def row_sample(row: dict, row_no: int, cols: dict[str, str | None], *, src: Path
     sid = row.get(cols["id"]) if cols["id"] else None
     sample = {"id": str(sid) if sid is not None else f"{src.stem}-{row_no}", "images": images,
               "messages": messages}
+    if cols["messages"] and videos:  # video parts naming their file (Qwen/HF chat style)
+        sample["videos"] = videos
     task = task or (row.get(cols["task"]) if cols["task"] else None)
     if task:
         sample["task"] = str(task)

@@ -14,7 +14,8 @@ images resolve, how to read it); ``convert`` streams every source into one outpu
   "tags"?}}``; ``file_name`` and images resolve against the file's folder (LLaMA-Factory's
   ``dataset_dir`` and default ``media_dir``). Hub entries (``hf_hub_url``, ``ms_hub_url``,
   ``script_url``, ``cloud_file_name``) are refused: vlmtune converts local files only.
-  Preference (``ranking``) entries and video/audio/tool columns are refused.
+  ``columns.videos`` names the video list (``<video>`` markers, as LLaMA-Factory's
+  ``mllm_video_demo``). Preference (``ranking``) entries and audio/tool columns are refused.
 
 Choose an entry with ``FILE#name``; without one, every entry of an InternVL meta file is
 converted, and a ``dataset_info.json`` must have exactly one entry.
@@ -35,7 +36,7 @@ from vlmtune.errors import DataError
 
 HUB_KEYS = ("hf_hub_url", "ms_hub_url", "script_url", "cloud_file_name", "om_hub_url")
 LF_KEYS = ("file_name", *HUB_KEYS)
-LF_REFUSED_COLUMNS = ("videos", "audios", "tools", "chosen", "rejected", "kto_tag")
+LF_REFUSED_COLUMNS = ("audios", "tools", "chosen", "rejected", "kto_tag")
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Why: a converter that dies on line 90,000 must not leave a half-written JSONL that a later
 training run silently accepts. Samples go to a temporary file next to ``out`` and images
-written by the converter (embedded bytes, copies) to a temporary folder; ``commit`` moves
+written by the converter (embedded bytes, copies; videos too) to a temporary folder; ``commit`` moves
 both into place with renames, ``abort`` deletes them.
 
 Image paths in the output are relative to the dataset root, which is ``out``'s folder
@@ -78,14 +78,19 @@ class Staging:
             self._tmp_images = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{self.image_dir_name}."))
         return self._tmp_images
 
-    def image_path(self, ref: str, *, file: str | Path, line: int, field: str) -> str:
-        """Output path (relative to the root) for an image referenced as ``ref`` in the source."""
+    def image_path(self, ref: str, *, file: str | Path, line: int, field: str, what: str = "image") -> str:
+        """Output path (relative to the root) for an image (or video: ``what``) referenced as
+        ``ref`` in the source; videos follow the images' inside-the-root policy."""
         if not isinstance(ref, str) or not ref.strip():
-            raise DataError(f"image path must be a non-empty string, got {ref!r}",
+            raise DataError(f"{what} path must be a non-empty string, got {ref!r}",
                             file=file, line=line, field=field)
         source = Path(os.path.abspath(self.image_root / ref))
+        if self.check_images and source.is_dir():
+            raise DataError(f"{what} path is a folder: {source}" + (
+                " (frames in a folder are not read as a video; give the video file)" if what == "video"
+                else ""), file=file, line=line, field=field)
         if self.check_images and not source.is_file():
-            raise DataError(f"image not found: {source} (relative paths resolve against the image root "
+            raise DataError(f"{what} not found: {source} (relative paths resolve against the image root "
                             f"{self.image_root}, --image-root)", file=file, line=line, field=field)
         root = self.root.resolve()
         if source.resolve().is_relative_to(root):
@@ -93,13 +98,13 @@ class Staging:
             return Path(rel if not rel.startswith("..") else source.resolve().relative_to(root)).as_posix()
         if self.images_outside == "keep":
             if not self.allow_outside_root:  # else training would refuse the file, seconds in
-                raise DataError(f"image {source} is outside the dataset root {root}: training refuses "
+                raise DataError(f"{what} {source} is outside the dataset root {root}: training refuses "
                                 "it unless the run config sets data.allow_outside_root: true; pass "
                                 "--allow-outside-root to keep it that way, or --images-outside copy",
                                 file=file, line=line, field=field)
             return Path(os.path.relpath(source, os.path.abspath(self.root))).as_posix()
         if self.images_outside == "error":
-            raise DataError(f"image {source} is outside the dataset root {root}; write the "
+            raise DataError(f"{what} {source} is outside the dataset root {root}; write the "
                             "output inside the image folder, pass --images-outside copy (images_outside='copy'), "
                             "or --images-outside keep --allow-outside-root (then the run config needs "
                             "data.allow_outside_root: true)",
@@ -128,7 +133,12 @@ class Staging:
         except (UnidentifiedImageError, OSError, ValueError) as err:
             raise DataError(f"embedded image is not readable: {err}",
                             file=file, line=line, field=field) from None
-        name = hashlib.sha256(data).hexdigest()[:20] + EXTENSIONS.get(fmt, f".{fmt.lower()}")
+        return self.media_bytes(data, EXTENSIONS.get(fmt, f".{fmt.lower()}"))
+
+    def media_bytes(self, data: bytes, suffix: str) -> str:
+        """Write a file's bytes as-is, named by content + ``suffix`` (repeats share a file);
+        videos come here unchecked: decoding them is the trainer's job (data/video.py)."""
+        name = hashlib.sha256(data).hexdigest()[:20] + suffix
         target = self._image_dir() / name
         if not target.exists():
             target.write_bytes(data)

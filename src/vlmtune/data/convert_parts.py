@@ -7,6 +7,11 @@ Why one place: LLaVA writes ``<image>`` markers in a string; OpenAI-style chat w
 ``{"type": "image"}`` where it stands. A part that names its image (URL, path, bytes)
 returns that reference in order, so the record needs no separate ``images`` list.
 
+Video the same way: ``<video>`` markers (LLaMA-Factory, ms-swift, InternVL), OpenAI-style
+``{"type": "video_url", "video_url": {"url": ...}}``, LLaMA-Factory v1
+``{"type": "video_url", "value": ...}`` and Qwen/HF ``{"type": "video", "video": ...}``
+become ``{"type": "video"}``; each reference comes back tagged with its kind.
+
 Per-turn training flags: ms-swift's ``"loss": false`` and LLaMA-Factory v1's
 ``"loss_weight": 0`` mark an assistant turn that stays in the context but is not
 learned; it becomes ``"train": false`` on the canonical message. Other weights than 0 and
@@ -16,23 +21,26 @@ Example:
     >>> items, refs = content_items([{"type": "image_url", "image_url": {"url": "a.png"}},
     ...                              {"type": "text", "text": "What is it?"}], "c", None)
     >>> items, refs
-    ([{'type': 'image'}, {'type': 'text', 'text': 'What is it?'}], [('a.png', 'c[0]')])
+    ([{'type': 'image'}, {'type': 'text', 'text': 'What is it?'}], [('image', 'a.png', 'c[0]')])
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 MARKER = "<image>"
+MARKERS = {"<image>": "image", "<video>": "video"}
+MEDIA = ("image", "video")
+_MARKER_RE = re.compile("(" + "|".join(map(re.escape, MARKERS)) + ")")
 _TEXT_KEYS = ("text", "value")
-_IMAGE_KEYS = ("image", "image_url", "url", "path", "value")
-VIDEO_TYPES = ("video", "video_url")
+_PART_KINDS = {"image": "image", "image_url": "image", "video": "video", "video_url": "video"}
 UNSUPPORTED = ("chosen", "rejected", "kto_tag", "rejected_response", "tools", "objects",
                "chat_template_kwargs")
 
 
 def split_markers(text: str) -> list[dict[str, str]]:
-    """Text with ``<image>`` markers -> content items, markers in place.
+    """Text with ``<image>``/``<video>`` markers -> content items, markers in place.
 
     The one newline that joins a marker to its text is dropped
     ("<image>\\nWhat" -> image, "What").
@@ -40,12 +48,15 @@ def split_markers(text: str) -> list[dict[str, str]]:
     Example:
         >>> split_markers("<image>\\nWhat is it?")
         [{'type': 'image'}, {'type': 'text', 'text': 'What is it?'}]
+        >>> split_markers("<video>What happens?")
+        [{'type': 'video'}, {'type': 'text', 'text': 'What happens?'}]
     """
-    pieces = text.split(MARKER)
+    parts = _MARKER_RE.split(text)
+    pieces, markers = parts[0::2], parts[1::2]
     items: list[dict[str, str]] = []
     for i, piece in enumerate(pieces):
         if i > 0:
-            items.append({"type": "image"})
+            items.append({"type": MARKERS[markers[i - 1]]})
             piece = piece[1:] if piece.startswith("\n") else piece
         if i < len(pieces) - 1 and piece.endswith("\n"):
             piece = piece[:-1]
@@ -54,9 +65,9 @@ def split_markers(text: str) -> list[dict[str, str]]:
     return items
 
 
-def _image_ref(item: dict) -> Any:
-    """The reference an image part carries (``None`` for a bare placeholder)."""
-    for key in _IMAGE_KEYS:
+def _part_ref(item: dict, kind: str) -> Any:
+    """The reference an image/video part carries (``None`` for a bare placeholder)."""
+    for key in (kind, f"{kind}_url", "url", "path", "value"):
         value = item.get(key)
         if isinstance(value, dict):  # OpenAI: {"image_url": {"url": ..., "detail": ...}}
             value = value.get("url", value.get("path", value.get("bytes")))
@@ -65,8 +76,8 @@ def _image_ref(item: dict) -> Any:
     return None
 
 
-def content_items(value: Any, field: str, err) -> tuple[list[dict[str, str]], list[tuple[Any, str]]]:
-    """A turn's content -> (canonical items, ``(image reference, its field)`` in order).
+def content_items(value: Any, field: str, err) -> tuple[list[dict[str, str]], list[tuple[str, Any, str]]]:
+    """A turn's content -> (canonical items, ``(kind, reference, its field)`` in order).
 
     ``err(field, message)`` builds the located DataError.
     """
@@ -75,7 +86,7 @@ def content_items(value: Any, field: str, err) -> tuple[list[dict[str, str]], li
     if not isinstance(value, list):
         raise err(field, "must be a string or a list of content parts")
     items: list[dict[str, str]] = []
-    refs: list[tuple[Any, str]] = []
+    refs: list[tuple[str, Any, str]] = []
     for j, item in enumerate(value):
         kind = item.get("type") if isinstance(item, dict) else None
         where = f"{field}[{j}]"
@@ -84,19 +95,24 @@ def content_items(value: Any, field: str, err) -> tuple[list[dict[str, str]], li
             if text is None:
                 raise err(where, 'a text part needs "text" (or "value") as a string')
             items.extend(split_markers(text))
-        elif kind in ("image", "image_url"):
-            ref = _image_ref(item)
-            if kind == "image_url" and ref is None:
-                raise err(where, 'an image_url part needs "image_url": {"url": ...} or "value"')
-            items.append({"type": "image"})
+        elif kind in _PART_KINDS:
+            media = _PART_KINDS[kind]
+            ref = _part_ref(item, media)
+            if kind.endswith("_url") and ref is None:
+                raise err(where, f'a {kind} part needs "{kind}": {{"url": ...}} or "value"')
+            if isinstance(ref, list):  # Qwen's qwen-vl-utils: a video given as its frames
+                raise err(where, f"a {media} given as a list (of frames) is not supported; "
+                                 "give one file (vlmtune samples a video's frames itself)")
+            items.append({"type": media})
             if ref is not None:
-                refs.append((ref, where))
-        elif kind in VIDEO_TYPES:
-            raise err(where, "video parts are not supported by this converter")
+                refs.append((media, ref, where))
         else:
-            raise err(where, f"unknown content part type {kind!r}; expected text, image or image_url")
-    if refs and len(refs) != sum(c["type"] == "image" for c in items):
-        raise err(field, "some image parts name their image and others do not; name every one")
+            raise err(where, f"unknown content part type {kind!r}; expected text, image, image_url, "
+                             "video or video_url")
+    for media in MEDIA:
+        named = sum(r[0] == media for r in refs)
+        if named and named != sum(c["type"] == media for c in items):
+            raise err(field, f"some {media} parts name their {media} and others do not; name every one")
     return items, refs
 
 
