@@ -22,9 +22,9 @@ def data_convert(src: Path = typer.Argument(..., help="input: LLaVA/ShareGPT/ms-
                  fmt: str = typer.Option("auto", "--format",
                                          help="auto|llava|sharegpt|internvl|swift|openai|alpaca|hf"),
                  image_root: Optional[Path] = typer.Option(None, "--image-root",
-                                                           help="where the source's image paths resolve"),
+                                                           help="where the source's image and video paths resolve"),
                  images_outside: str = typer.Option("error", "--images-outside",
-                                                    help="images outside the output folder: error|copy|keep"),
+                                                    help="images/videos outside the output folder: error|copy|keep"),
                  allow_outside_root: bool = typer.Option(False, "--allow-outside-root",
                                                          help="with --images-outside keep: write ../ paths "
                                                               "(the run config then needs data.allow_outside_root: true)"),
@@ -32,7 +32,7 @@ def data_convert(src: Path = typer.Argument(..., help="input: LLaVA/ShareGPT/ms-
                  boxes: Optional[str] = typer.Option(None, "--boxes", help="rewrite answers' boxes FROM:TO, e.g. "
                                                      "internvl:qwen2.5-vl (pixel, norm, 1000, internvl, qwen2-vl, "
                                                      "qwen2.5-vl, qwen3-vl)"),
-                 fetch_urls: bool = typer.Option(False, "--fetch-urls", help="download http(s) image URLs once "
+                 fetch_urls: bool = typer.Option(False, "--fetch-urls", help="download http(s) image/video URLs once "
                                                  "into the dataset (otherwise they are refused)"),
                  column: Optional[list[str]] = typer.Option(None, "--column", help="HF datasets: KEY=COLUMN with KEY "
                                                             "image|messages|question|answer|id|task (repeatable)")) -> None:

@@ -234,6 +234,26 @@ def test_bad_video_records_name_file_line_and_field(root, record, where, message
     assert not (root / "out.jsonl").exists()
 
 
+def test_hf_messages_column_with_video_parts(root, check_canonical):
+    datasets = pytest.importorskip("datasets")
+    src = root / "chat.parquet"  # parts as one struct type: absent keys are null
+    datasets.Dataset.from_list([{"messages": [
+        {"role": "user", "content": [{"type": "video", "video": "mllm_demo_data/1.mp4", "text": None},
+                                     {"type": "text", "video": None, "text": "What moves?"}]},
+        {"role": "assistant", "content": [{"type": "text", "video": None, "text": "A square."}]}]}]).to_parquet(src)
+    assert convert(src, root / "out.jsonl") == 1
+    (sample,) = check_canonical(root / "out.jsonl")
+    assert sample["videos"] == ["mllm_demo_data/1.mp4"] and _user(sample) == [VID, TXT("What moves?")]
+
+
+def test_swift_audio_is_refused_not_dropped(root):
+    src = _dump(root / "audio.jsonl", [{"messages": [
+        {"role": "user", "content": "<video><audio>What is said?"}, {"role": "assistant", "content": "hi"}],
+        "videos": ["mllm_demo_data/1.mp4"], "audios": ["a.wav"]}], lines=True)
+    with pytest.raises(DataError, match=r"audio\.jsonl:1: audios: is not supported"):
+        convert(src, root / "out.jsonl")
+
+
 @pytest.mark.slow
 def test_converted_video_files_train_tiny_qwen2_vl(root, tiny_factory, run_config):
     """LLaMA-Factory's video demo (via dataset_info.json) and an InternVL video record,

@@ -36,7 +36,7 @@ _MARKER_RE = re.compile("(" + "|".join(map(re.escape, MARKERS)) + ")")
 _TEXT_KEYS = ("text", "value")
 _PART_KINDS = {"image": "image", "image_url": "image", "video": "video", "video_url": "video"}
 UNSUPPORTED = ("chosen", "rejected", "kto_tag", "rejected_response", "tools", "objects",
-               "chat_template_kwargs")
+               "chat_template_kwargs", "audios", "audio")
 
 
 def split_markers(text: str) -> list[dict[str, str]]:
@@ -137,9 +137,9 @@ def refuse_unsupported(obj: dict, err) -> None:
     """Fields vlmtune cannot honour stop the conversion (dropping them would train on
     something else than the peer would): preference pairs, tools, ms-swift grounding
     ``objects`` (write the boxes into the answer, see ``--boxes``), per-sample
-    ``chat_template_kwargs``."""
+    ``chat_template_kwargs``, audio (LLaMA-Factory/ms-swift ``audios``)."""
     for key in UNSUPPORTED:
         if obj.get(key) not in (None, [], "", {}):
             raise err(key, "is not supported: vlmtune trains supervised answers with one chat "
-                           "template per run (preference, tool, grounding-object and per-sample "
-                           "template fields would be dropped)")
+                           "template per run (preference, tool, grounding-object, audio and "
+                           "per-sample template fields would be dropped)")
