@@ -8,11 +8,12 @@ once, and a bad record stops the conversion with one message naming file, line a
 Formats (``fmt``):
 
 - ``llava`` / ``sharegpt`` / ``internvl`` / ``swift`` / ``openai``: JSON array or JSON
-  lines of ``{"id", "image" | "images", "conversations" | "messages", "system"?}``;
-  turns ``{from, value}`` or ``{role, content}``, content a string with ``<image>``
-  markers or a list of parts (OpenAI ``image_url``, LLaMA-Factory v1 ``{type, value}``),
-  per-turn ``loss``/``loss_weight`` (:mod:`vlmtune.data.convert_chat`). The names share a
-  reader; the name only appears in error messages.
+  lines of ``{"id", "image" | "images", "video" | "videos", "conversations" | "messages",
+  "system"?}``; turns ``{from, value}`` or ``{role, content}``, content a string with
+  ``<image>``/``<video>`` markers or a list of parts (OpenAI ``image_url``/``video_url``,
+  LLaMA-Factory v1 ``{type, value}``, Qwen ``{"type": "video", "video"}``), per-turn
+  ``loss``/``loss_weight`` (:mod:`vlmtune.data.convert_chat`). The names share a reader;
+  the name only appears in error messages. Videos are staged like images.
 - ``alpaca``: ``instruction/input/output/history`` (LLaMA-Factory, ms-swift) and ms-swift
   ``query/response/history`` (:mod:`vlmtune.data.convert_alpaca`).
 - ``hf``: local files read with ``datasets`` (parquet, json/jsonl, arrow, csv, or a
@@ -29,7 +30,7 @@ after the last record converted (:mod:`vlmtune.data.convert_output`). The datase
 
 Options (``**options``): ``task`` (set on every sample), ``images_outside``
 ("error" | "copy" | "keep"; keep needs ``allow_outside_root=True``), ``check_images`` (True), ``dedupe_ids`` (False),
-``fetch_urls`` (False: http(s) image URLs are refused), ``boxes`` ("FROM:TO": rewrite
+``fetch_urls`` (False: http(s) image/video URLs are refused), ``boxes`` ("FROM:TO": rewrite
 answers' boxes between conventions, :mod:`vlmtune.data.boxes`); for ``hf`` also
 ``image_column``, ``messages_column``, ``question_column``, ``answer_column``,
 ``id_column``, ``task_column``, ``split``.
