@@ -87,3 +87,25 @@ def test_cli_convert_with_task_then_split(tmp_path):
     assert {i for r in train for i in r["images"]}.isdisjoint({i for r in test for i in r["images"]})
     bad = run("data", "split", tmp_path / "all.jsonl", "--out", tmp_path, "--by", "pixel")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--by" in bad.stderr
+
+
+def test_split_keeps_clips_together_and_rewrites_video_paths(tmp_path):
+    (tmp_path / "data" / "clips").mkdir(parents=True)
+    rows = []
+    for c in range(6):
+        (tmp_path / "data" / "clips" / f"{c}.mp4").write_bytes(b"clip")  # not decoded by split
+        for q in range(4):
+            rows.append({"id": f"{c}-{q}", "videos": [f"clips/{c}.mp4"], "messages": [
+                {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": f"q{q}"}]},
+                {"role": "assistant", "content": [{"type": "text", "text": f"a{q}"}]}]})
+    src = tmp_path / "data" / "all.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    counts = split_file(src, tmp_path, val=0.2, test=0.2, by="image", seed=1)
+    assert sum(counts.values()) == len(rows)
+    clips = {}
+    for name in ("train", "val", "test"):
+        for line in (tmp_path / f"{name}.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            assert row["videos"][0].startswith("data/clips/")  # relative to the output folder
+            clips.setdefault(row["videos"][0], set()).add(name)
+    assert all(len(names) == 1 for names in clips.values()), clips  # no clip in two splits

@@ -30,7 +30,7 @@ BY = ("id", "image")
 
 
 def _groups(samples, by: str) -> list[list[int]]:
-    """Indices of samples that must stay together (union of shared images for ``image``)."""
+    """Indices of samples that must stay together (union of shared images or clips for ``image``)."""
     parent = list(range(len(samples)))
 
     def find(i: int) -> int:
@@ -42,7 +42,7 @@ def _groups(samples, by: str) -> list[list[int]]:
     if by == "image":
         owner: dict[Path, int] = {}
         for i, sample in enumerate(samples):
-            for image in sample.images:
+            for image in [*sample.images, *sample.videos]:
                 j = owner.setdefault(image, i)
                 parent[find(i)] = find(j)
     groups: dict[int, list[int]] = {}
@@ -78,16 +78,17 @@ def split_file(src: Path, out: Path, *, val: float = 0.1, test: float = 0.1, by:
     raw = [obj for _, obj in iter_jsonl(src)]
     out_root = out.resolve()
     for sample, obj in zip(samples, raw):
-        paths = []
-        for i, image in enumerate(sample.images):
-            if not image.is_relative_to(out_root):
-                raise DataError(f"image {image} would be outside the output folder {out_root}; write "
-                                "the splits into a folder that contains the images",
-                                file=src, line=sample.line, field=f"images[{i}]")
-            paths.append(Path(os.path.relpath(image, out_root)).as_posix())
-        if paths:
-            obj["images"] = paths
-            obj.pop("image", None)
+        for key, files in (("images", sample.images), ("videos", sample.videos)):
+            paths = []
+            for i, path in enumerate(files):
+                if not path.is_relative_to(out_root):
+                    raise DataError(f"{key[:-1]} {path} would be outside the output folder {out_root}; write "
+                                    f"the splits into a folder that contains the {key}",
+                                    file=src, line=sample.line, field=f"{key}[{i}]")
+                paths.append(Path(os.path.relpath(path, out_root)).as_posix())
+            if paths:
+                obj[key] = paths
+                obj.pop(key[:-1], None)
     parts = assign(samples, val=val, test=test, by=by, seed=seed)
     out.mkdir(parents=True, exist_ok=True)
     for name, indices in parts.items():
