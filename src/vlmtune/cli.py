@@ -334,7 +334,7 @@ def zoo_build(out: Path = typer.Option(Path("tiny-shapes"), "--out", help="where
                   f"{'+'.join(str(st['steps']) for st in record['plan']['stages'])} steps in "
                   f"{record['train_wall_time_s'] / 60:.1f} min; "
                   f"VQA EM {scores['vqa']['exact_match']:.3f}  MC {scores['mc']['mc_accuracy']:.3f}  "
-                  f"grounding IoU {scores['grounding']['iou']:.3f}")
+                  f"where EM {scores['where']['exact_match']:.3f}  grounding IoU {scores['grounding']['iou']:.3f}")
 
 
 def _quiet_libraries() -> None:

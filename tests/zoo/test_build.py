@@ -30,8 +30,13 @@ def test_build_writes_loadable_checkpoint(tmp_path):
     saved = json.loads((out / "build.json").read_text())
     assert [stage["steps"] for stage in saved["plan"]["stages"]] == [2, 2]
     assert saved["total_params"] == record["total_params"]
-    assert set(saved["scores"]) == {"vqa", "mc", "grounding", "caption"}
+    assert set(saved["scores"]) == {"vqa", "mc", "where", "grounding", "caption"}
     assert saved["scores"]["vqa"]["n"] == 2
+    assert sum(t["n"] for t in saved["scores"]["mc"]["by_type"].values()) == 2
+    # the second held-out set: another synth seed, other scenes
+    assert saved["second_seed"]["seed"] == 1 and saved["second_seed"]["scores"]["vqa"]["n"] == 2
+    assert (tmp_path / "work/data/heldout-seed1/test_vqa.jsonl").read_text() != \
+        (tmp_path / "work/data/heldout/test_vqa.jsonl").read_text()
     assert saved["vision_stage"]["steps"] == 2 and saved["vision_stage"]["held_out"]["images"] == 4
 
 
@@ -40,7 +45,7 @@ def test_training_data_never_teaches_grounding(tmp_path):
 
     files = synth_data(BuildPlan(n_scenes=20), tmp_path)
     tasks = {json.loads(line)["task"] for line in files["train"].read_text().splitlines()}
-    assert tasks == {"caption", "vqa", "mc"}
+    assert tasks == {"caption", "vqa", "mc", "where"}
     assert (files["test_root"] / "test_grounding.jsonl").is_file()
 
 
@@ -50,15 +55,18 @@ def test_stage_mix_thins_captions_and_repeats_short_answers(tmp_path):
     files = synth_data(BuildPlan(n_scenes=50), tmp_path)
     rows = [json.loads(line) for line in stage_mix(files["train"], Stage(1, 1e-3, caption_every=4, repeat_short=3), 2)
             .read_text().splitlines()]
-    counts = {t: sum(r["task"] == t for r in rows) for t in ("caption", "vqa", "mc")}
-    assert counts == {"caption": 10, "vqa": 120, "mc": 120}
+    counts = {t: sum(r["task"] == t for r in rows) for t in ("caption", "vqa", "mc", "where")}
+    assert counts == {"caption": 10, "vqa": 120, "mc": 120, "where": 40}
     assert len({r["id"] for r in rows}) == len(rows)  # repeats get their own ids
     rows = [json.loads(line) for line in stage_mix(files["train"], Stage(1, 1e-3, caption_every=4, repeat_mc=3), 3)
             .read_text().splitlines()]
     assert {t: sum(r["task"] == t for r in rows) for t in ("caption", "vqa", "mc")} == {"caption": 10, "vqa": 40,
                                                                                        "mc": 120}
     none = stage_mix(files["train"], Stage(1, 1e-3, caption_every=0), 1).read_text().splitlines()
-    assert {json.loads(line)["task"] for line in none} == {"vqa", "mc"}
+    assert {json.loads(line)["task"] for line in none} == {"vqa", "mc", "where"}
+    rows = [json.loads(line) for line in stage_mix(files["train"], Stage(1, 1e-3, repeat_where=3), 5)
+            .read_text().splitlines()]
+    assert {t: sum(r["task"] == t for r in rows) for t in ("vqa", "where")} == {"vqa": 40, "where": 120}
 
 
 def test_stage_mixes_of_one_index_do_not_overwrite_each_other(tmp_path):
@@ -82,7 +90,7 @@ def test_stage_mix_curriculum_keeps_small_scenes(tmp_path):
     rows = [json.loads(line) for line in stage_mix(files["train"], Stage(1, 1e-3, max_shapes=1), 1)
             .read_text().splitlines()]
     singles = [image for image, n in sizes.items() if n == 1]
-    assert {r["images"][0] for r in rows} == set(singles) and len(rows) == 3 * len(singles)
+    assert {r["images"][0] for r in rows} == set(singles) and len(rows) == 4 * len(singles)
     assert all(r["answers"][1].startswith("There is one shape") for r in rows if r["task"] == "caption")
 
 

@@ -62,13 +62,14 @@ class Stage:
     caption_every: int = 1
     repeat_short: int = 1
     repeat_mc: int = 1  # multiple-choice samples are listed repeat_short x repeat_mc times
+    repeat_where: int = 1  # "where" samples (3x3 region of a shape) are listed this many times
 
 
 @dataclass(frozen=True)
 class BuildPlan:
     """Every number the recipe depends on (the defaults are the shipped model's)."""
 
-    tasks: tuple[str, ...] = ("caption", "vqa", "mc")
+    tasks: tuple[str, ...] = ("caption", "vqa", "mc", "where")
     n_scenes: int = 8000          # scenes before the 80/10/10 split; one sample per task each
     seed: int = 0
     image_size: int = 64          # 8-px patches, 2x2 merge -> 16 image tokens
@@ -82,12 +83,15 @@ class BuildPlan:
     vision_layers: int = 4
     vision_heads: int = 3
     vision_mlp_ratio: int = 4
-    stages: tuple[Stage, ...] = (Stage(steps=400, lr=3.0e-4, max_shapes=1),       # curriculum: 1 shape
-                                 Stage(steps=1800, lr=3.0e-4, caption_every=2),    # every scene
-                                 Stage(steps=600, lr=1.0e-4, caption_every=4),     # short answers, lower lr
-                                 Stage(steps=2400, lr=3.0e-4, caption_every=4, repeat_mc=3))  # MC letter lookup
+    stages: tuple[Stage, ...] = (
+        Stage(steps=400, lr=3.0e-4, max_shapes=1, repeat_where=2),       # curriculum: 1 shape
+        Stage(steps=1800, lr=3.0e-4, caption_every=2, repeat_where=3),   # every scene
+        Stage(steps=600, lr=1.0e-4, caption_every=4, repeat_where=3),    # short answers, lower lr
+        Stage(steps=3000, lr=3.0e-4, caption_every=4, repeat_mc=3, repeat_where=2))  # MC letter lookup
     weight_decay: float = 0.01
-    vision: VisionStage | None = VisionStage(steps=1000)  # stage 0 (vision_pretrain); None: skip
+    # stage 0 (vision_pretrain; None: skip), with the cell's row/column as a target
+    vision: VisionStage | None = VisionStage(steps=1000, position=True)
+    second_seed: int | None = 1   # also score a test split synthesized with this seed (None: skip)
     vision_held_out: int = 256    # validation scenes its cell accuracy is measured on
     train_vision: bool = False    # the language stages keep the stage-0 tower frozen (LLaVA-style)
     train_projector: bool = False  # the patch merger keeps its stage-0 (or seeded random) weights
@@ -113,6 +117,16 @@ def synth_data(plan: BuildPlan, data_dir: Path) -> dict[str, Path]:
     held = synth(data_dir / "heldout", tasks=(*plan.tasks, "grounding"), n=plan.n_scenes,
                  seed=plan.seed, image_size=plan.image_size)
     return {"train": files["train"], "test_root": held["test"].parent}
+
+
+def heldout_data(plan: BuildPlan, data_dir: Path, seed: int) -> Path:
+    """The root of a shapes world synthesized with another ``seed``: its test split is a
+    second held-out set (other scenes, other questions) for the quality check."""
+    from vlmtune.data.synth import synth
+
+    files = synth(data_dir / f"heldout-seed{seed}", tasks=(*plan.tasks, "grounding"), n=plan.n_scenes,
+                  seed=seed, image_size=plan.image_size)
+    return files["test"].parent
 
 
 def corpus_lines(train_jsonl: Path) -> list[str]:
@@ -231,12 +245,13 @@ def stage_mix(train_jsonl: Path, stage: Stage, index: int) -> Path:
             if stage.caption_every and (n_captions - 1) % stage.caption_every == 0:
                 kept.append(row)
             continue
-        repeats = stage.repeat_short * (stage.repeat_mc if sample["task"] == "mc" else 1)
+        repeats = (stage.repeat_where if sample["task"] == "where"
+                   else stage.repeat_short * (stage.repeat_mc if sample["task"] == "mc" else 1))
         kept.append(row)
         kept += [json.dumps({**sample, "id": f"{sample['id']}-r{k}"}) for k in range(1, repeats)]
     # The name carries the mix's own settings and the write is atomic: two builds sharing a
     # work directory never read each other's half-written or different mix.
-    mix = f"s{stage.max_shapes}c{stage.caption_every}r{stage.repeat_short}m{stage.repeat_mc}"
+    mix = f"s{stage.max_shapes}c{stage.caption_every}r{stage.repeat_short}m{stage.repeat_mc}w{stage.repeat_where}"
     out = train_jsonl.with_name(f"train_stage{index}-{mix}.jsonl")
     write_text(out, "\n".join(kept) + "\n")
     return out
@@ -359,6 +374,10 @@ def _build(out: Path, plan: BuildPlan, work: Path, minutes: float | None, eval_p
 
     t1 = time.perf_counter()
     scores = score_dir(out, files["test_root"], limit=n_eval) if n_eval else {}
+    second = {}
+    if n_eval and plan.second_seed is not None:
+        second = {"seed": plan.second_seed,
+                  "scores": score_dir(out, heldout_data(plan, work / "data", plan.second_seed), limit=n_eval)}
     vision_time = vision_record["wall_time_s"] if vision_record else 0.0
     record = {"plan": asdict(plan), "total_params": stage_resources[-1]["total_params"],
               "train_wall_time_s": round(vision_time + sum(r["wall_time_s"] for r in stage_resources), 1),
@@ -369,6 +388,6 @@ def _build(out: Path, plan: BuildPlan, work: Path, minutes: float | None, eval_p
               "eval_wall_time_s": round(time.perf_counter() - t1, 1),
               "train_samples": [json.loads((r / "data.json").read_text())["train"]["samples"]
                                 for r in runs],
-              "machine": stage_resources[-1]["machine"], "scores": scores}
+              "machine": stage_resources[-1]["machine"], "scores": scores, "second_seed": second}
     write_text(out / "build.json", json.dumps(record, indent=2) + "\n")
     return record
