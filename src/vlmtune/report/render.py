@@ -62,10 +62,10 @@ def verdicts(view: GridView) -> list[str]:
         lines = verdict(view.entries[task], display(view.metric[task]), baseline=baseline,
                         general_metric=display(view.general_metric) if view.general_task else None,
                         prior=view.prior.get(task))
-        lines += vision_verdict(view, task)
-        out += [f"{task}: {s}" if len(view.tasks) > 1 else s for s in lines]
         scored = [e for e in view.entries[task] if e.score is not None]
         learnt = Learnt(scored, next((e for e in scored if e.name == baseline), None), view.prior.get(task))
+        lines += vision_verdict(view, task, learnt)
+        out += [f"{task}: {s}" if len(view.tasks) > 1 else s for s in lines]
         learned |= learnt.names
         known = known or learnt.known
     return out + rank_verdict(view, learned if known else None)
