@@ -178,7 +178,7 @@ def report(grid_dir: Path = typer.Argument(..., help="a grid directory (out_dir/
 @data_app.command("synth")
 def data_synth(out: Path = typer.Option(..., "--out", help="dataset root to write"),
                tasks: str = typer.Option("caption,vqa,mc,grounding,text", "--tasks",
-                                         help="comma-separated: caption,vqa,mc,mc_text,grounding,text"),
+                                         help="comma-separated: caption,vqa,mc,mc_text,grounding,where,text"),
                n: int = typer.Option(2000, "--n", help="samples per task (before the train/val/test split)"),
                seed: int = typer.Option(0, "--seed"),
                image_size: int = typer.Option(64, "--image-size")) -> None:
