@@ -321,20 +321,25 @@ def zoo_build(out: Path = typer.Option(Path("tiny-shapes"), "--out", help="where
               threads: int = typer.Option(1, "--threads", min=1,
                                           help="torch CPU threads; the shipped weights were built with 1 "
                                                "(2 on 2 idle cores: ~25 min instead of ~40, weights differ by "
-                                               "rounding)")
+                                               "rounding)"),
+              plan_file: Optional[Path] = typer.Option(None, "--plan",
+                                                       help="a build.json: rebuild the recipe it records "
+                                                            "instead of today's defaults")
               ) -> None:
     """Rebuild vlmtune/tiny-shapes from scratch: synth data, tokenizer, Qwen2-VL, pretrain, score."""
     from dataclasses import replace
 
-    from vlmtune.zoo.build import BuildPlan, build
+    from vlmtune.zoo.build import BuildPlan, build, read_plan
 
-    record = build(out, plan=replace(BuildPlan(), threads=threads), work=work, minutes=minutes)
+    plan = read_plan(plan_file) if plan_file else BuildPlan()
+    record = build(out, plan=replace(plan, threads=threads), work=work, minutes=minutes)
     scores = record["scores"]
+    where = f"where EM {scores['where']['exact_match']:.3f}  " if "where" in scores else ""
     console.print(f"[green]done[/green] {out}  {record['total_params'] / 1e6:.1f}M params, "
                   f"{'+'.join(str(st['steps']) for st in record['plan']['stages'])} steps in "
                   f"{record['train_wall_time_s'] / 60:.1f} min; "
-                  f"VQA EM {scores['vqa']['exact_match']:.3f}  MC {scores['mc']['mc_accuracy']:.3f}  "
-                  f"where EM {scores['where']['exact_match']:.3f}  grounding IoU {scores['grounding']['iou']:.3f}")
+                  f"VQA EM {scores['vqa']['exact_match']:.3f}  MC {scores['mc']['mc_accuracy']:.3f}  {where}"
+                  f"grounding IoU {scores['grounding']['iou']:.3f}")
 
 
 def _quiet_libraries() -> None:

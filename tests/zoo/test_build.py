@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 from vlmtune.zoo.build import BuildPlan, Stage, build
 from vlmtune.zoo.vision_pretrain import VisionStage
@@ -110,3 +111,27 @@ def test_fit_budget_scales_every_stage():
     plan = fit_budget(BuildPlan(stages=(Stage(100, 1e-3), Stage(300, 1e-4))), 200)
     assert [s.steps for s in plan.stages] == [50, 150]
     assert fit_budget(BuildPlan(stages=(Stage(1, 1e-3),)), 10_000).stages[0].steps == 1
+
+
+def test_read_plan_rebuilds_the_recorded_recipe(tmp_path):
+    """The shipped build.json predates the where task and the position target: its plan
+    comes back without them, whatever today's defaults are."""
+    from importlib.resources import files
+
+    import pytest
+
+    from vlmtune.errors import InputError
+    from vlmtune.zoo.build import read_plan
+
+    shipped = files("vlmtune.zoo") / "tiny-shapes" / "build.json"
+    recorded = json.loads(shipped.read_text())["plan"]
+    plan = read_plan(shipped)
+    assert plan.tasks == tuple(recorded["tasks"]) and plan.second_seed is None
+    assert [s.steps for s in plan.stages] == [s["steps"] for s in recorded["stages"]]
+    assert plan.vision.position == recorded["vision"].get("position", False)
+    written = tmp_path / "build.json"
+    written.write_text(json.dumps({"plan": json.loads(json.dumps(asdict(BuildPlan())))}))
+    assert read_plan(written) == BuildPlan()  # round trip of today's defaults
+    written.write_text('{"plan": {"stages": [{"steps": 1}]}}')
+    with pytest.raises(InputError, match="build.json"):
+        read_plan(written)

@@ -9,18 +9,14 @@ shapes world (:func:`vlmtune.data.synth.synth`), the tiny-checkpoint builder
 processor, chat template and generation config), the ordinary training loop
 (:func:`vlmtune.train.loop.train`, ``method.kind: full``) and the project metrics.
 
-Only ``build_tiny``'s *architecture* is resized here: its test models share one width for
-both towers and 16-wide heads, while the zoo model wants a wider language model (256,
-4 heads of 64, grouped-query KV) than vision tower (192). The tasks are caption, VQA and
-multiple choice; grounding is left out on purpose so it stays a skill the base lacks.
+Only ``build_tiny``'s *architecture* is resized here (a language model wider than the
+vision tower, grouped-query KV). The tasks are caption, VQA, multiple choice and the 3x3
+"where" question; grounding (boxes) is left out on purpose: a skill the base lacks.
 
 Stage 0 (:mod:`vlmtune.zoo.vision_pretrain`) first trains the vision tower and projector
-alone on per-cell shape/colour labels of the training scenes, the way released VLMs start
-from a separately pretrained vision encoder; ``minutes`` budgets only the language stages.
-
-Example:
-    >>> plan = BuildPlan(n_scenes=40, stages=(Stage(2, 1e-3),), text_hidden=64, vision_hidden=32)
-    >>> build(tmp_path / "tiny", plan=plan, work=tmp_path / "work")["total_params"]  # doctest: +SKIP
+alone on per-cell labels of the training scenes (shape, colour, and the cell's row and
+column), the way released VLMs start from a separately pretrained vision encoder;
+``minutes`` budgets only the language stages. Example: ``build(out, plan=BuildPlan(...))``.
 """
 
 from __future__ import annotations
@@ -104,12 +100,24 @@ class BuildPlan:
         return sum(stage.steps for stage in self.stages)
 
 
-def synth_data(plan: BuildPlan, data_dir: Path) -> dict[str, Path]:
-    """The shapes world for ``plan`` plus grounding on the *test* split only (for scoring).
+def read_plan(path: Path) -> BuildPlan:
+    """The :class:`BuildPlan` a ``build.json`` records (``vlmtune zoo build --plan``), so its weights
+    stay reproducible after the defaults move on. Fields newer than that build take their
+    defaults, the neutral ones (no where-questions, no position target, no second seed)."""
+    from vlmtune.errors import InputError
 
-    Grounding is generated in a second, separate directory so the training files never
-    contain it; scene images are identical because they depend only on (seed, split, i).
-    """
+    try:
+        plan = dict(json.loads(Path(path).read_text(encoding="utf-8"))["plan"])
+        plan.update(stages=tuple(Stage(**stage) for stage in plan["stages"]), tasks=tuple(plan["tasks"]),
+                    vision=VisionStage(**plan["vision"]) if plan.get("vision") else None)
+        return BuildPlan(**{"second_seed": None, **plan})
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise InputError(f"not a build.json with a valid plan ({type(err).__name__}: {err})", file=path) from None
+
+
+def synth_data(plan: BuildPlan, data_dir: Path) -> dict[str, Path]:
+    """The shapes world for ``plan``, and in a separate directory (so training never sees it)
+    the same scenes with grounding too, for scoring (images depend only on seed, split, i)."""
     from vlmtune.data.synth import synth
 
     files = synth(data_dir / "train", tasks=plan.tasks, n=plan.n_scenes, seed=plan.seed,
@@ -120,8 +128,7 @@ def synth_data(plan: BuildPlan, data_dir: Path) -> dict[str, Path]:
 
 
 def heldout_data(plan: BuildPlan, data_dir: Path, seed: int) -> Path:
-    """The root of a shapes world synthesized with another ``seed``: its test split is a
-    second held-out set (other scenes, other questions) for the quality check."""
+    """Root of a shapes world of another ``seed``: its test split is a second held-out set."""
     from vlmtune.data.synth import synth
 
     files = synth(data_dir / f"heldout-seed{seed}", tasks=(*plan.tasks, "grounding"), n=plan.n_scenes,
