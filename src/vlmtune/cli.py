@@ -324,7 +324,10 @@ def zoo_build(out: Path = typer.Option(Path("tiny-shapes"), "--out", help="where
                                                "rounding)"),
               plan_file: Optional[Path] = typer.Option(None, "--plan",
                                                        help="a build.json: rebuild the recipe it records "
-                                                            "instead of today's defaults")
+                                                            "instead of today's defaults"),
+              resume: bool = typer.Option(False, "--resume",
+                                          help="keep the finished stages in --work and continue a started "
+                                               "one from its last checkpoint (same plan only)")
               ) -> None:
     """Rebuild vlmtune/tiny-shapes from scratch: synth data, tokenizer, Qwen2-VL, pretrain, score."""
     from dataclasses import replace
@@ -332,7 +335,7 @@ def zoo_build(out: Path = typer.Option(Path("tiny-shapes"), "--out", help="where
     from vlmtune.zoo.build import BuildPlan, build, read_plan
 
     plan = read_plan(plan_file) if plan_file else BuildPlan()
-    record = build(out, plan=replace(plan, threads=threads), work=work, minutes=minutes)
+    record = build(out, plan=replace(plan, threads=threads), work=work, minutes=minutes, resume=resume)
     scores = record["scores"]
     where = f"where EM {scores['where']['exact_match']:.3f}  " if "where" in scores else ""
     console.print(f"[green]done[/green] {out}  {record['total_params'] / 1e6:.1f}M params, "

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
+import pytest
+
 from vlmtune.zoo.build import BuildPlan, Stage, build
 from vlmtune.zoo.vision_pretrain import VisionStage
 
@@ -106,7 +108,7 @@ def test_language_stages_keep_the_pretrained_tower_frozen_unless_asked(tmp_path)
 
 
 def test_fit_budget_scales_every_stage():
-    from vlmtune.zoo.build import fit_budget
+    from vlmtune.zoo.budget import fit_budget
 
     plan = fit_budget(BuildPlan(stages=(Stage(100, 1e-3), Stage(300, 1e-4))), 200)
     assert [s.steps for s in plan.stages] == [50, 150]
@@ -117,8 +119,6 @@ def test_read_plan_rebuilds_the_recorded_recipe(tmp_path):
     """The shipped build.json predates the where task and the position target: its plan
     comes back without them, whatever today's defaults are."""
     from importlib.resources import files
-
-    import pytest
 
     from vlmtune.errors import InputError
     from vlmtune.zoo.build import read_plan
@@ -135,3 +135,51 @@ def test_read_plan_rebuilds_the_recorded_recipe(tmp_path):
     written.write_text('{"plan": {"stages": [{"steps": 1}]}}')
     with pytest.raises(InputError, match="build.json"):
         read_plan(written)
+
+
+@pytest.mark.slow  # three toy builds: ~20 s idle
+def test_resume_keeps_finished_stages_and_continues_a_started_one(tmp_path, monkeypatch):
+    """A build stopped in its last stage: --resume keeps stage 0 and stage 1 (not retrained),
+    continues stage 2 from its checkpoint, and ends with the uninterrupted build's weights."""
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+
+    from vlmtune.train import checkpoint as ckpt
+    from vlmtune.zoo import vision_pretrain
+
+    plan = replace(TOY, stages=(Stage(2, 1e-3, batch_size=4), Stage(4, 1e-4, batch_size=4)), second_seed=None)
+    straight = build(tmp_path / "a", plan=plan, work=tmp_path / "wa", eval_per_task=0)
+
+    real_save = ckpt.save_checkpoint
+
+    def crash_at_step_2_of_stage_2(folder, at, *args, **kwargs):
+        path = real_save(folder, at, *args, **kwargs)
+        if "stage2" in str(folder) and at == 2:
+            raise KeyboardInterrupt
+        return path
+
+    from vlmtune.zoo import build as build_module
+
+    monkeypatch.setattr(build_module, "run_config", _checkpoint_every(build_module.run_config, 2))
+    monkeypatch.setattr(ckpt, "save_checkpoint", crash_at_step_2_of_stage_2)
+    with pytest.raises(KeyboardInterrupt):
+        build(tmp_path / "b", plan=plan, work=tmp_path / "wb", eval_per_task=0)
+    monkeypatch.setattr(ckpt, "save_checkpoint", real_save)
+    calls = []
+    monkeypatch.setattr(vision_pretrain, "pretrain_vision", lambda *a, **k: calls.append("stage0"))
+    stage1_loss = (tmp_path / "wb/runs/stage1/metrics.jsonl").read_text()
+    resumed = build(tmp_path / "b", plan=plan, work=tmp_path / "wb", eval_per_task=0, resume=True)
+    assert calls == [] and resumed["resumed"]
+    assert resumed["vision_stage"]["held_out"] == straight["vision_stage"]["held_out"]
+    assert (tmp_path / "wb/runs/stage1/metrics.jsonl").read_text() == stage1_loss  # kept, not retrained
+    a, b = load_file(str(tmp_path / "a/model.safetensors")), load_file(str(tmp_path / "b/model.safetensors"))
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
+
+
+def _checkpoint_every(run_config, every: int):
+    def patched(*args, **kwargs):
+        cfg = run_config(*args, **kwargs)
+        cfg.train.checkpoint_every = every
+        return cfg
+    return patched

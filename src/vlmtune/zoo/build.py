@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -264,54 +264,38 @@ def stage_mix(train_jsonl: Path, stage: Stage, index: int) -> Path:
     return out
 
 
-def steps_for_budget(plan: BuildPlan, init_dir: Path, train_jsonl: Path, minutes: float) -> int:
-    """Optimizer steps (all stages) that fit ``minutes`` of training, from the median of
-    5 timed steps at the first stage's batch size.
-
-    Why: CPUs differ by 10x; a time budget is what a user can reason about. The result
-    is printed and recorded, since it makes the build depend on the machine's speed.
-    """
-    import torch
-
-    from vlmtune.data.collate import Collator
-    from vlmtune.model.methods import prepare
-    from vlmtune.train.loop import load_split, token_loss_sum
-
-    cfg = run_config(plan, init_dir, train_jsonl, Path("/nonexistent"))
-    batch_size = plan.stages[0].batch_size
-    cfg.data.max_samples = 8 * batch_size
-    model, processor, family = prepare(cfg)
-    data = load_split(cfg, str(train_jsonl), processor, family, model.config)
-    collate = Collator(processor, cfg.data.max_length)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=0.0)
-    times = []
-    for k in range(6):
-        start = time.perf_counter()
-        batch = collate([data[i % len(data)] for i in range(k * batch_size, (k + 1) * batch_size)])
-        token_loss_sum(model, batch).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - start)
-    per_step = sorted(times[1:])[2]  # median: other processes may share the cores
-    return int(minutes * 60 / per_step)
-
-
-def fit_budget(plan: BuildPlan, total_steps: int) -> BuildPlan:
-    """Shrink every stage in proportion so they add up to at most ``total_steps``.
-
-    Example:
-        >>> fit_budget(BuildPlan(stages=(Stage(100, 1e-3), Stage(300, 1e-4))), 200).stages[1].steps
-        150
-    """
-    scale = min(1.0, total_steps / plan.total_steps)
-    return replace(plan, stages=tuple(replace(s, steps=max(1, int(s.steps * scale))) for s in plan.stages))
-
-
-def train_model(plan: BuildPlan, init_dir: Path, train_jsonl: Path, runs_dir: Path, *, stage: int) -> Path:
-    """One stage with the vlmtune loop; returns the run directory (``model/`` inside)."""
+def train_model(plan: BuildPlan, init_dir: Path, train_jsonl: Path, runs_dir: Path, *, stage: int,
+                resume: bool = False) -> Path:
+    """One stage with the vlmtune loop; returns the run directory (``model/`` inside). With
+    ``resume``, a finished stage of the same config is kept and a started one continued."""
     from vlmtune.train.loop import train
+    from vlmtune.zoo.resume import stage_state
 
-    return train(run_config(plan, init_dir, train_jsonl, runs_dir, stage=stage), overwrite=True)
+    cfg = run_config(plan, init_dir, train_jsonl, runs_dir, stage=stage)
+    state = stage_state(cfg) if resume else "new"
+    if state == "done":
+        print(f"resume: stage {stage} finished, kept ({cfg.run_dir})")
+        return cfg.run_dir
+    return train(cfg, overwrite=state == "new", resume=state == "partial")
+
+
+def vision_stage(plan: BuildPlan, init_dir: Path, out: Path, *, resume: bool = False) -> dict[str, Any]:
+    """Stage 0 into ``out`` (kept on ``resume`` when its record names the same settings)."""
+    from vlmtune.data.synth import split_scenes
+    from vlmtune.zoo.resume import kept_stage0, record_stage0
+    from vlmtune.zoo.vision_pretrain import pretrain_vision
+
+    settings = {"vision": asdict(plan.vision), "seed": plan.seed, "n_scenes": plan.n_scenes,
+                "image_size": plan.image_size, "held_out": plan.vision_held_out, "init": str(init_dir)}
+    if resume and (kept := kept_stage0(out, settings)) is not None:
+        print(f"resume: stage 0 finished, kept ({out})")
+        return kept
+    scenes = {split: split_scenes(split, plan.n_scenes, seed=plan.seed, image_size=plan.image_size)
+              for split in ("train", "val")}
+    record = pretrain_vision(init_dir, out, scenes["train"], scenes["val"][:plan.vision_held_out], plan.vision,
+                             seed=plan.seed)
+    record_stage0(out, settings, record)
+    return record
 
 
 def ship(model_dir: Path, out: Path) -> Path:
@@ -332,14 +316,14 @@ def ship(model_dir: Path, out: Path) -> Path:
 
 
 def build(out: str | Path, *, plan: BuildPlan = BuildPlan(), work: str | Path = "/tmp/vlmtune-zoo-build",
-          minutes: float | None = None, eval_per_task: int | None = None) -> dict[str, Any]:
+          minutes: float | None = None, eval_per_task: int | None = None, resume: bool = False) -> dict[str, Any]:
     """Run the whole recipe; write the checkpoint to ``out`` and ``out/build.json``.
 
     The stages run in order, each from the previous one's weights, each on its own mix
-    (see :func:`stage_mix`). ``minutes`` caps training time by shrinking them all (see
-    :func:`fit_budget`);
-    without it the build is fully determined by ``plan``. Returns the provenance record.
-    """
+    (see :func:`stage_mix`). ``minutes`` caps training time by shrinking them all
+    (:mod:`vlmtune.zoo.budget`); without it the build is fully determined by ``plan``.
+    ``resume`` keeps the finished stages in ``work`` (:mod:`vlmtune.zoo.resume`). Returns the
+    provenance record."""
     import torch
 
     out, work = Path(out), Path(work)
@@ -347,32 +331,28 @@ def build(out: str | Path, *, plan: BuildPlan = BuildPlan(), work: str | Path = 
     threads = torch.get_num_threads()
     torch.set_num_threads(plan.threads)
     try:
-        return _build(out, plan, work, minutes, eval_per_task, t0)
+        return _build(out, plan, work, minutes, eval_per_task, t0, resume)
     finally:
         torch.set_num_threads(threads)
 
 
 def _build(out: Path, plan: BuildPlan, work: Path, minutes: float | None, eval_per_task: int | None,
-           t0: float) -> dict[str, Any]:
+           t0: float, resume: bool) -> dict[str, Any]:
     files = synth_data(plan, work / "data")
     init_dir = init_checkpoint(plan, corpus_lines(files["train"]), work / "init")
     vision_record = None
     if plan.vision is not None:
-        from vlmtune.data.synth import split_scenes
-        from vlmtune.zoo.vision_pretrain import pretrain_vision
-
-        scenes = {split: split_scenes(split, plan.n_scenes, seed=plan.seed, image_size=plan.image_size)
-                  for split in ("train", "val")}
-        vision_record = pretrain_vision(init_dir, work / "vision", scenes["train"],
-                                        scenes["val"][:plan.vision_held_out], plan.vision, seed=plan.seed)
+        vision_record = vision_stage(plan, init_dir, work / "vision", resume=resume)
         init_dir = work / "vision"
     if minutes is not None:
+        from vlmtune.zoo.budget import fit_budget, steps_for_budget
+
         plan = fit_budget(plan, steps_for_budget(plan, init_dir, files["train"], minutes))
         print(f"time budget {minutes} min -> {' + '.join(str(s.steps) for s in plan.stages)} steps")
     runs, model_dir = [], init_dir
     for index, stage in enumerate(plan.stages, 1):
         runs.append(train_model(plan, model_dir, stage_mix(files["train"], stage, index), work / "runs",
-                                stage=index))
+                                stage=index, resume=resume))
         model_dir = runs[-1] / "model"
     ship(model_dir, out)
     stage_resources = [json.loads((r / "resources.json").read_text()) for r in runs]
@@ -395,6 +375,7 @@ def _build(out: Path, plan: BuildPlan, work: Path, minutes: float | None, eval_p
               "eval_wall_time_s": round(time.perf_counter() - t1, 1),
               "train_samples": [json.loads((r / "data.json").read_text())["train"]["samples"]
                                 for r in runs],
-              "machine": stage_resources[-1]["machine"], "scores": scores, "second_seed": second}
+              "machine": stage_resources[-1]["machine"], "scores": scores, "second_seed": second,
+              "resumed": resume}
     write_text(out / "build.json", json.dumps(record, indent=2) + "\n")
     return record
