@@ -242,3 +242,11 @@ def test_a_tie_claims_nothing_when_the_credited_variant_did_not_learn():
     assert has(lines, "full vs LoRA r=16: inconclusive: LoRA r=16 did not learn the task"), lines
     # QLoRA, the cheaper of that tie, did learn: saying it matches LoRA r=16 claims nothing unlearned
     assert has(lines, "QLoRA r=16 is within noise of LoRA r=16"), lines
+
+
+def test_a_reference_without_per_item_scores_does_not_decide():
+    """Older runs have a prior without per-item scores: it cannot say who learned, so it is not used."""
+    entries, p = split(session4(full=0.4))
+    p.scores = {}
+    lines = verdict(entries, "IoU", baseline="baseline", prior=p)
+    assert has(lines, "Raising the LoRA rank from r=2 to r=16 gains")  # the baseline alone decides

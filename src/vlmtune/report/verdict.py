@@ -101,10 +101,10 @@ def verdict(entries: list[Entry], metric: str, *, baseline: str | None = None,
 
 class Learnt:
     """Which variants learned the task: beat the baseline and the prior beyond noise (those of
-    the two that were measured). ``known`` is False when neither was: then every variant counts."""
+    the two measured item by item). ``known`` is False when neither was: then every variant counts."""
 
     def __init__(self, scored: list[Entry], base: Entry | None, prior: Entry | None):
-        self.refs = [r for r in (base, prior) if r is not None and r.score is not None]
+        self.refs = [r for r in (base, prior) if r is not None and r.score is not None and r.scores]
         self.known = bool(self.refs)
         self.names = {e.name for e in scored if e not in self.refs and e.kind != "prior"
                       and all(_beats(e, r) for r in self.refs)}
