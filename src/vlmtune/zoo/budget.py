@@ -10,13 +10,15 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from vlmtune.zoo.build import BuildPlan, run_config
+# The recipe's types stay in vlmtune.zoo.build, which imports this module: ``cfg`` is a stage's
+# RunConfig (build.run_config), ``plan`` a build.BuildPlan.
 
 
-def steps_for_budget(plan: BuildPlan, init_dir: Path, train_jsonl: Path, minutes: float) -> int:
+def steps_for_budget(cfg: Any, train_jsonl: Path, batch_size: int, minutes: float) -> int:
     """Optimizer steps (all stages) that fit ``minutes`` of training, from the median of
-    5 timed steps at the first stage's batch size.
+    5 timed steps of ``cfg``'s model at ``batch_size`` (the first stage's).
 
     Why: CPUs differ by 10x; a time budget is what a user can reason about. The result
     is printed and recorded, since it makes the build depend on the machine's speed.
@@ -27,8 +29,6 @@ def steps_for_budget(plan: BuildPlan, init_dir: Path, train_jsonl: Path, minutes
     from vlmtune.model.methods import prepare
     from vlmtune.train.loop import load_split, token_loss_sum
 
-    cfg = run_config(plan, init_dir, train_jsonl, Path("/nonexistent"))
-    batch_size = plan.stages[0].batch_size
     cfg.data.max_samples = 8 * batch_size
     model, processor, family = prepare(cfg)
     data = load_split(cfg, str(train_jsonl), processor, family, model.config)
@@ -46,10 +46,11 @@ def steps_for_budget(plan: BuildPlan, init_dir: Path, train_jsonl: Path, minutes
     return int(minutes * 60 / per_step)
 
 
-def fit_budget(plan: BuildPlan, total_steps: int) -> BuildPlan:
+def fit_budget(plan: Any, total_steps: int) -> Any:
     """Shrink every stage in proportion so they add up to at most ``total_steps``.
 
     Example:
+        >>> from vlmtune.zoo.build import BuildPlan, Stage
         >>> fit_budget(BuildPlan(stages=(Stage(100, 1e-3), Stage(300, 1e-4))), 200).stages[1].steps
         150
     """

@@ -347,7 +347,8 @@ def _build(out: Path, plan: BuildPlan, work: Path, minutes: float | None, eval_p
     if minutes is not None:
         from vlmtune.zoo.budget import fit_budget, steps_for_budget
 
-        plan = fit_budget(plan, steps_for_budget(plan, init_dir, files["train"], minutes))
+        cfg = run_config(plan, init_dir, files["train"], Path("/nonexistent"))
+        plan = fit_budget(plan, steps_for_budget(cfg, files["train"], plan.stages[0].batch_size, minutes))
         print(f"time budget {minutes} min -> {' + '.join(str(s.steps) for s in plan.stages)} steps")
     runs, model_dir = [], init_dir
     for index, stage in enumerate(plan.stages, 1):
