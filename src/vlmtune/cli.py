@@ -178,7 +178,7 @@ def report(grid_dir: Path = typer.Argument(..., help="a grid directory (out_dir/
 @data_app.command("synth")
 def data_synth(out: Path = typer.Option(..., "--out", help="dataset root to write"),
                tasks: str = typer.Option("caption,vqa,mc,grounding,text", "--tasks",
-                                         help="comma-separated: caption,vqa,mc,mc_text,grounding,text"),
+                                         help="comma-separated: caption,vqa,mc,mc_text,grounding,where,text"),
                n: int = typer.Option(2000, "--n", help="samples per task (before the train/val/test split)"),
                seed: int = typer.Option(0, "--seed"),
                image_size: int = typer.Option(64, "--image-size")) -> None:
@@ -321,19 +321,27 @@ def zoo_build(out: Path = typer.Option(Path("tiny-shapes"), "--out", help="where
               threads: int = typer.Option(1, "--threads", min=1,
                                           help="torch CPU threads; the shipped weights were built with 1 "
                                                "(2 on 2 idle cores: ~25 min instead of ~40, weights differ by "
-                                               "rounding)")
+                                               "rounding)"),
+              plan_file: Optional[Path] = typer.Option(None, "--plan",
+                                                       help="a build.json: rebuild the recipe it records "
+                                                            "instead of today's defaults"),
+              resume: bool = typer.Option(False, "--resume",
+                                          help="keep the finished stages in --work and continue a started "
+                                               "one from its last checkpoint (same plan only)")
               ) -> None:
     """Rebuild vlmtune/tiny-shapes from scratch: synth data, tokenizer, Qwen2-VL, pretrain, score."""
     from dataclasses import replace
 
-    from vlmtune.zoo.build import BuildPlan, build
+    from vlmtune.zoo.build import BuildPlan, build, read_plan
 
-    record = build(out, plan=replace(BuildPlan(), threads=threads), work=work, minutes=minutes)
+    plan = read_plan(plan_file) if plan_file else BuildPlan()
+    record = build(out, plan=replace(plan, threads=threads), work=work, minutes=minutes, resume=resume)
     scores = record["scores"]
+    where = f"where EM {scores['where']['exact_match']:.3f}  " if "where" in scores else ""
     console.print(f"[green]done[/green] {out}  {record['total_params'] / 1e6:.1f}M params, "
                   f"{'+'.join(str(st['steps']) for st in record['plan']['stages'])} steps in "
                   f"{record['train_wall_time_s'] / 60:.1f} min; "
-                  f"VQA EM {scores['vqa']['exact_match']:.3f}  MC {scores['mc']['mc_accuracy']:.3f}  "
+                  f"VQA EM {scores['vqa']['exact_match']:.3f}  MC {scores['mc']['mc_accuracy']:.3f}  {where}"
                   f"grounding IoU {scores['grounding']['iou']:.3f}")
 
 

@@ -15,7 +15,7 @@ from vlmtune.data.synth import split_counts, synth
 from vlmtune.data.synth_scene import COLOURS, KINDS, WORDS
 from vlmtune.data.synth_tasks import TASKS
 
-ALL = ("caption", "vqa", "mc", "mc_text", "grounding", "text")
+ALL = ("caption", "vqa", "mc", "mc_text", "grounding", "where", "text")
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +135,28 @@ def test_vqa_and_caption_answers_agree_with_the_image(world):
             assert answers[0] in ("0", "1", "2", "3") and (answers[0] == "0") != present
     for sample in _read(files["train_caption"]):
         assert len(sample["answers"]) >= 3 and all(a.endswith(".") for a in sample["answers"])
+
+
+def test_where_answers_name_the_third_of_the_image_holding_the_shape(world):
+    from vlmtune.data.synth import split_scenes
+
+    out, files = world
+    answers = set()
+    for split in ("train", "test"):
+        scenes = split_scenes(split, 60, seed=3, image_size=64)
+        for sample in _read(files[f"{split}_where"]):
+            m = re.fullmatch(r"Where is the (\w+) (\w+)\?", _prompt(sample).split("\n")[0])
+            scene = scenes[int(sample["id"].split("-")[1])]
+            (shape,) = [s for s in scene.shapes if (s.colour, s.kind) == m.groups()]  # named shapes are unique
+            image = np.asarray(Image.open(out / sample["images"][0]).convert("RGB"))
+            x1, y1, x2, y2 = shape.box
+            assert (image[y1:y2, x1:x2] == COLOURS[shape.colour]).all(-1).any()
+            cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+            row = "top" if cy < 64 / 3 else "bottom" if cy >= 128 / 3 else ""
+            col = "left" if cx < 64 / 3 else "right" if cx >= 128 / 3 else ""
+            assert sample["answers"] == [f"{row} {col}".strip() or "center"]
+            answers.add(sample["answers"][0])
+    assert len(answers) >= 5  # the nine regions are all in use, not one constant
 
 
 def test_text_task_words_are_drawn(world):

@@ -27,6 +27,11 @@ STORY = {
     "qlora-r16": (True, {"method": {"kind": "qlora", "r": 16}}, 0.59, 0.95, 0.58, 200_000, 0.5),
     "full": (True, {"method": {"kind": "full"}}, 0.95, 0.75, 0.30, 10_000_000, 3.0),
 }
+# The same grid where nothing learns the task: every variant at or below the prior (0.25),
+# the fine-tunes only a little above the untuned baseline (session 4's grounding demo).
+UNLEARNED = {**STORY, "3-shot": (*STORY["3-shot"][:2], 0.21, *STORY["3-shot"][3:]),
+             **{name: (*STORY[name][:2], iou, *STORY[name][3:])
+                for name, iou in (("lora-r8", 0.20), ("lora-r16", 0.23), ("qlora-r16", 0.22), ("full", 0.26))}}
 
 
 def _png(path: Path, seed: int) -> None:
@@ -68,8 +73,8 @@ def _summary(rows: list[dict], metric: str) -> dict:
             "format_compliance": sum(r["format_ok"] for r in rows) / n}
 
 
-def write_fake_run(grid_dir: Path, name: str, images: Path, *, base: dict) -> Path:
-    trains, extra, iou, compliance, general, trainable, peak = STORY[name]
+def write_fake_run(grid_dir: Path, name: str, images: Path, *, base: dict, story: dict = STORY) -> Path:
+    trains, extra, iou, compliance, general, trainable, peak = story[name]
     run = grid_dir / name
     run.mkdir(parents=True)
     data = json.loads(json.dumps(base))
@@ -123,19 +128,28 @@ BASE = {"model": {"path": "vlmtune/tiny-shapes"}, "data": {"train": "data/train.
         "train": {"max_steps": 20}}
 
 
-@pytest.fixture(scope="session")
-def fake_grid(tmp_path_factory) -> Path:
-    """A finished six-variant grid dir (read-only for tests: copy it before changing it)."""
-    root = tmp_path_factory.mktemp("fake-grid")
+def make_fake_grid(root: Path, story: dict = STORY) -> Path:
     images = root / "data" / "img"
     for i in range(N_TEST):
         _png(images / f"g{i:03d}.png", i)
     grid_dir = root / "runs" / "shapes-grid"
-    for name in STORY:
-        write_fake_run(grid_dir, name, images, base=BASE)
-    record = {"name": "shapes-grid", "variants": [{"name": n, "trains": STORY[n][0]} for n in STORY]}
+    for name in story:
+        write_fake_run(grid_dir, name, images, base=BASE, story=story)
+    record = {"name": "shapes-grid", "variants": [{"name": n, "trains": story[n][0]} for n in story]}
     (grid_dir / "grid.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
     return grid_dir
+
+
+@pytest.fixture(scope="session")
+def fake_grid(tmp_path_factory) -> Path:
+    """A finished six-variant grid dir (read-only for tests: copy it before changing it)."""
+    return make_fake_grid(tmp_path_factory.mktemp("fake-grid"))
+
+
+@pytest.fixture(scope="session")
+def unlearned_grid(tmp_path_factory) -> Path:
+    """The same grid where no variant beats the constant-answer prior (read-only)."""
+    return make_fake_grid(tmp_path_factory.mktemp("unlearned-grid"), UNLEARNED)
 
 
 @pytest.fixture(scope="session")

@@ -100,3 +100,37 @@ def test_format_drift_between_train_and_test_is_in_the_report(fake_grid, tmp_pat
 def test_missing_data_files_give_no_format_section(fake_grid, tmp_path):
     grid = _grid(fake_grid, tmp_path, rank=None, analysed=False)  # its data/*.jsonl are absent
     assert format_findings(summarize(load_grid_runs(grid))) == []
+
+
+def test_rank_need_reading_is_inconclusive_when_the_full_run_learned_nothing(unlearned_grid, tmp_path):
+    """On a grid where no variant beats the constant-answer prior, the measured shares stay
+    but the reading ("low-rank: the grid's largest LoRA can express it") does not."""
+    from vlmtune.report.render import verdicts
+
+    grid = _grid(unlearned_grid, tmp_path, rank=4)
+    lines = verdicts(summarize(load_grid_runs(grid)))
+    (rank_line,) = [line for line in lines if line.startswith("rank need:")]
+    assert "r=16 keeps 100%" in rank_line and "inconclusive: no variant learned the task" in rank_line
+    assert "can express it" not in rank_line
+    for line in lines:
+        assert "suffices" not in line and "not the bottleneck" not in line and "high-rank" not in line, line
+    assert any("LoRA rank r=8 vs r=16: inconclusive: no variant learned the task" in line for line in lines)
+    assert any("full vs LoRA r=16: inconclusive: no variant learned the task" in line for line in lines)
+    md = build_report(grid)["md"].read_text()
+    assert "inconclusive: no variant learned the task" in md
+
+
+def test_rank_need_reading_names_a_full_run_that_did_not_learn(fake_grid, tmp_path):
+    view = summarize(load_grid_runs(_grid(fake_grid, tmp_path, rank=4)))
+    (line,) = rank_verdict(view, learned={"lora-r16"})
+    assert "inconclusive: full did not learn the task" in line
+    (line,) = rank_verdict(view, learned={"full"})
+    assert "can express it" in line and "inconclusive" not in line
+
+
+def test_learning_grid_keeps_its_conclusions(fake_grid, tmp_path):
+    from vlmtune.report.render import verdicts
+
+    lines = verdicts(summarize(load_grid_runs(_grid(fake_grid, tmp_path, rank=4))))
+    assert not any("inconclusive" in line for line in lines), lines
+    assert any("full beats LoRA r=16" in line and "high-rank" in line for line in lines), lines

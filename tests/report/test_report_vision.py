@@ -88,3 +88,14 @@ def test_equal_scores_say_the_encoder_is_not_the_bottleneck(fake_grid, tmp_path)
 def test_no_vision_share_no_section(built_report):
     assert 'id="vision"' not in built_report["html"].read_text()
     assert "## Vision tower" not in built_report["md"].read_text()
+
+
+def test_no_bottleneck_claim_when_nothing_learned(unlearned_grid, tmp_path):
+    """Frozen and trained vision tie, but neither beats the constant-answer prior: no claim."""
+    from vlmtune.report.render import verdicts
+
+    view = summarize(load_grid_runs(_grid_with_vision_variant(unlearned_grid, tmp_path, 0.0)))
+    lines = [line for line in verdicts(view) if "vision" in line]
+    assert lines == ["Training the vision tower (lora-r16-vision) vs frozen vision (lora-r16): inconclusive: no "
+                     "variant learned the task (none beats the untuned baseline and the constant-answer prior "
+                     "beyond noise)."], lines

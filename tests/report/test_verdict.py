@@ -172,3 +172,81 @@ def test_no_untuned_model_is_mentioned_in_a_grid_without_one():
                             e("full", "full", 0.08, seed=3)], "IoU", prior=prior(0.11))
     assert "format, not the task" in trained_only[0]
     assert not has(trained_only, "untuned")
+
+
+def tight(name: str, kind: str, score: float, *, seed: int, r: int | None = None,
+          label: str | None = None) -> Entry:
+    """An entry whose per-item noise is small (sd 0.05: noise band ~±0.02), so which
+    differences are real is not left to the random draw."""
+    rng = random.Random(seed)
+    raw = [rng.gauss(0.0, 0.05) for _ in range(200)]
+    scores = {f"i{k}": v + score - sum(raw) / len(raw) for k, v in enumerate(raw)}
+    return Entry(name, label or name, kind, r=r, score=score, scores=scores)
+
+
+SESSION4 = dict(baseline=0.0, shots=0.0, r2=0.0085, r16=0.045, qlora=0.06, full=0.065, prior=0.111)
+
+
+def session4(**change: float) -> list[Entry]:
+    """Session 4's grounding demo (IoU): every fine-tune above the untuned model, none above the median box."""
+    v = {**SESSION4, **change}
+    return [tight("baseline", "untuned", v["baseline"], seed=1, label="untuned"),
+            tight("3-shot", "shots", v["shots"], seed=2, label="3-shot"),
+            tight("lora-r2", "lora", v["r2"], seed=3, r=2, label="LoRA r=2"),
+            tight("lora-r16", "lora", v["r16"], seed=4, r=16, label="LoRA r=16"),
+            tight("qlora-r16", "qlora", v["qlora"], seed=5, r=16, label="QLoRA r=16"),
+            tight("full", "full", v["full"], seed=6, label="full"),
+            tight("prior", "prior", v["prior"], seed=7, label="the median training box")]
+
+
+def split(entries: list[Entry]) -> tuple[list[Entry], Entry]:
+    return entries[:-1], entries[-1]
+
+
+def test_no_method_conclusion_when_nothing_beats_the_prior():
+    entries, p = split(session4())
+    lines = verdict(entries, "IoU", baseline="baseline", prior=p)
+    assert has(lines, "No variant beats a constant answer")
+    for topic in ("full vs LoRA r=16", "LoRA rank r=2 vs r=16", "QLoRA r=16 vs LoRA r=16", "Fine-tuning vs 3-shot"):
+        assert has(lines, topic, "inconclusive: no variant learned the task"), (topic, lines)
+    for claim in ("suffices", "high-rank", "not the bottleneck", "gains", "may be enough", "pays off", "overfit"):
+        assert not has(lines, claim), (claim, lines)
+
+
+def test_beating_only_the_baseline_is_not_learning():
+    """Above the untuned model (the answer's format) but not above the prior: still inconclusive."""
+    entries, p = split(session4())
+    lines = verdict(entries, "IoU", baseline="baseline", prior=p)
+    assert has(lines, "full scores best")  # the fact stays
+    assert not any("low-rank" in line or "beats LoRA" in line for line in lines)
+
+
+def test_without_a_prior_the_baseline_decides():
+    entries, _ = split(session4())
+    lines = verdict(entries, "IoU", baseline="baseline")  # no prior measured: every fine-tune beats the baseline
+    assert not has(lines, "inconclusive")
+    assert has(lines, "Raising the LoRA rank from r=2 to r=16 gains")
+
+
+def test_a_comparison_stands_when_its_winner_learned():
+    entries, p = split(session4(full=0.4))  # full learned, LoRA did not
+    lines = verdict(entries, "IoU", baseline="baseline", prior=p)
+    assert has(lines, "full beats LoRA r=16 by", "high-rank")
+    assert has(lines, "LoRA rank r=2 vs r=16: inconclusive: LoRA r=2 and LoRA r=16 did not learn the task")
+
+
+def test_a_tie_claims_nothing_when_the_credited_variant_did_not_learn():
+    entries, p = split(session4(full=0.128, qlora=0.125, r16=0.12))
+    # prior 0.111: full (+0.017) and QLoRA (+0.014) beat it beyond the ~±0.01 noise, LoRA r=16 not
+    lines = verdict(entries, "IoU", baseline="baseline", prior=p)
+    assert has(lines, "full vs LoRA r=16: inconclusive: LoRA r=16 did not learn the task"), lines
+    # QLoRA, the cheaper of that tie, did learn: saying it matches LoRA r=16 claims nothing unlearned
+    assert has(lines, "QLoRA r=16 is within noise of LoRA r=16"), lines
+
+
+def test_a_reference_without_per_item_scores_does_not_decide():
+    """Older runs have a prior without per-item scores: it cannot say who learned, so it is not used."""
+    entries, p = split(session4(full=0.4))
+    p.scores = {}
+    lines = verdict(entries, "IoU", baseline="baseline", prior=p)
+    assert has(lines, "Raising the LoRA rank from r=2 to r=16 gains")  # the baseline alone decides

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
+
+import pytest
 
 from vlmtune.zoo.build import BuildPlan, Stage, build
 from vlmtune.zoo.vision_pretrain import VisionStage
@@ -30,8 +33,13 @@ def test_build_writes_loadable_checkpoint(tmp_path):
     saved = json.loads((out / "build.json").read_text())
     assert [stage["steps"] for stage in saved["plan"]["stages"]] == [2, 2]
     assert saved["total_params"] == record["total_params"]
-    assert set(saved["scores"]) == {"vqa", "mc", "grounding", "caption"}
+    assert set(saved["scores"]) == {"vqa", "mc", "where", "grounding", "caption"}
     assert saved["scores"]["vqa"]["n"] == 2
+    assert sum(t["n"] for t in saved["scores"]["mc"]["by_type"].values()) == 2
+    # the second held-out set: another synth seed, other scenes
+    assert saved["second_seed"]["seed"] == 1 and saved["second_seed"]["scores"]["vqa"]["n"] == 2
+    assert (tmp_path / "work/data/heldout-seed1/test_vqa.jsonl").read_text() != \
+        (tmp_path / "work/data/heldout/test_vqa.jsonl").read_text()
     assert saved["vision_stage"]["steps"] == 2 and saved["vision_stage"]["held_out"]["images"] == 4
 
 
@@ -40,7 +48,7 @@ def test_training_data_never_teaches_grounding(tmp_path):
 
     files = synth_data(BuildPlan(n_scenes=20), tmp_path)
     tasks = {json.loads(line)["task"] for line in files["train"].read_text().splitlines()}
-    assert tasks == {"caption", "vqa", "mc"}
+    assert tasks == {"caption", "vqa", "mc", "where"}
     assert (files["test_root"] / "test_grounding.jsonl").is_file()
 
 
@@ -50,15 +58,18 @@ def test_stage_mix_thins_captions_and_repeats_short_answers(tmp_path):
     files = synth_data(BuildPlan(n_scenes=50), tmp_path)
     rows = [json.loads(line) for line in stage_mix(files["train"], Stage(1, 1e-3, caption_every=4, repeat_short=3), 2)
             .read_text().splitlines()]
-    counts = {t: sum(r["task"] == t for r in rows) for t in ("caption", "vqa", "mc")}
-    assert counts == {"caption": 10, "vqa": 120, "mc": 120}
+    counts = {t: sum(r["task"] == t for r in rows) for t in ("caption", "vqa", "mc", "where")}
+    assert counts == {"caption": 10, "vqa": 120, "mc": 120, "where": 40}
     assert len({r["id"] for r in rows}) == len(rows)  # repeats get their own ids
     rows = [json.loads(line) for line in stage_mix(files["train"], Stage(1, 1e-3, caption_every=4, repeat_mc=3), 3)
             .read_text().splitlines()]
     assert {t: sum(r["task"] == t for r in rows) for t in ("caption", "vqa", "mc")} == {"caption": 10, "vqa": 40,
                                                                                        "mc": 120}
     none = stage_mix(files["train"], Stage(1, 1e-3, caption_every=0), 1).read_text().splitlines()
-    assert {json.loads(line)["task"] for line in none} == {"vqa", "mc"}
+    assert {json.loads(line)["task"] for line in none} == {"vqa", "mc", "where"}
+    rows = [json.loads(line) for line in stage_mix(files["train"], Stage(1, 1e-3, repeat_where=3), 5)
+            .read_text().splitlines()]
+    assert {t: sum(r["task"] == t for r in rows) for t in ("vqa", "where")} == {"vqa": 40, "where": 120}
 
 
 def test_stage_mixes_of_one_index_do_not_overwrite_each_other(tmp_path):
@@ -82,7 +93,7 @@ def test_stage_mix_curriculum_keeps_small_scenes(tmp_path):
     rows = [json.loads(line) for line in stage_mix(files["train"], Stage(1, 1e-3, max_shapes=1), 1)
             .read_text().splitlines()]
     singles = [image for image, n in sizes.items() if n == 1]
-    assert {r["images"][0] for r in rows} == set(singles) and len(rows) == 3 * len(singles)
+    assert {r["images"][0] for r in rows} == set(singles) and len(rows) == 4 * len(singles)
     assert all(r["answers"][1].startswith("There is one shape") for r in rows if r["task"] == "caption")
 
 
@@ -97,8 +108,78 @@ def test_language_stages_keep_the_pretrained_tower_frozen_unless_asked(tmp_path)
 
 
 def test_fit_budget_scales_every_stage():
-    from vlmtune.zoo.build import fit_budget
+    from vlmtune.zoo.budget import fit_budget
 
     plan = fit_budget(BuildPlan(stages=(Stage(100, 1e-3), Stage(300, 1e-4))), 200)
     assert [s.steps for s in plan.stages] == [50, 150]
     assert fit_budget(BuildPlan(stages=(Stage(1, 1e-3),)), 10_000).stages[0].steps == 1
+
+
+def test_read_plan_rebuilds_the_recorded_recipe(tmp_path):
+    """The shipped build.json predates the where task and the position target: its plan
+    comes back without them, whatever today's defaults are."""
+    from importlib.resources import files
+
+    from vlmtune.errors import InputError
+    from vlmtune.zoo.build import read_plan
+
+    shipped = files("vlmtune.zoo") / "tiny-shapes" / "build.json"
+    recorded = json.loads(shipped.read_text())["plan"]
+    plan = read_plan(shipped)
+    assert plan.tasks == tuple(recorded["tasks"]) and plan.second_seed is None
+    assert [s.steps for s in plan.stages] == [s["steps"] for s in recorded["stages"]]
+    assert plan.vision.position == recorded["vision"].get("position", False)
+    written = tmp_path / "build.json"
+    written.write_text(json.dumps({"plan": json.loads(json.dumps(asdict(BuildPlan())))}))
+    assert read_plan(written) == BuildPlan()  # round trip of today's defaults
+    written.write_text('{"plan": {"stages": [{"steps": 1}]}}')
+    with pytest.raises(InputError, match="build.json"):
+        read_plan(written)
+
+
+@pytest.mark.slow  # three toy builds: ~20 s idle
+def test_resume_keeps_finished_stages_and_continues_a_started_one(tmp_path, monkeypatch):
+    """A build stopped in its last stage: --resume keeps stage 0 and stage 1 (not retrained),
+    continues stage 2 from its checkpoint, and ends with the uninterrupted build's weights."""
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+
+    from vlmtune.train import checkpoint as ckpt
+    from vlmtune.zoo import vision_pretrain
+
+    plan = replace(TOY, stages=(Stage(2, 1e-3, batch_size=4), Stage(4, 1e-4, batch_size=4)), second_seed=None)
+    straight = build(tmp_path / "a", plan=plan, work=tmp_path / "wa", eval_per_task=0)
+
+    real_save = ckpt.save_checkpoint
+
+    def crash_at_step_2_of_stage_2(folder, at, *args, **kwargs):
+        path = real_save(folder, at, *args, **kwargs)
+        if "stage2" in str(folder) and at == 2:
+            raise KeyboardInterrupt
+        return path
+
+    from vlmtune.zoo import build as build_module
+
+    monkeypatch.setattr(build_module, "run_config", _checkpoint_every(build_module.run_config, 2))
+    monkeypatch.setattr(ckpt, "save_checkpoint", crash_at_step_2_of_stage_2)
+    with pytest.raises(KeyboardInterrupt):
+        build(tmp_path / "b", plan=plan, work=tmp_path / "wb", eval_per_task=0)
+    monkeypatch.setattr(ckpt, "save_checkpoint", real_save)
+    calls = []
+    monkeypatch.setattr(vision_pretrain, "pretrain_vision", lambda *a, **k: calls.append("stage0"))
+    stage1_loss = (tmp_path / "wb/runs/stage1/metrics.jsonl").read_text()
+    resumed = build(tmp_path / "b", plan=plan, work=tmp_path / "wb", eval_per_task=0, resume=True)
+    assert calls == [] and resumed["resumed"]
+    assert resumed["vision_stage"]["held_out"] == straight["vision_stage"]["held_out"]
+    assert (tmp_path / "wb/runs/stage1/metrics.jsonl").read_text() == stage1_loss  # kept, not retrained
+    a, b = load_file(str(tmp_path / "a/model.safetensors")), load_file(str(tmp_path / "b/model.safetensors"))
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
+
+
+def _checkpoint_every(run_config, every: int):
+    def patched(*args, **kwargs):
+        cfg = run_config(*args, **kwargs)
+        cfg.train.checkpoint_every = every
+        return cfg
+    return patched

@@ -18,7 +18,7 @@ to it)::
 with ``split`` in train/val/test. Images are generated per split and deduplicated by
 content across splits, so no image appears in two splits. ``n`` is the number of samples
 per task before splitting: each scene image yields one sample of every requested scene
-task (caption, vqa, mc, mc_text, grounding), each word image one ``text`` sample.
+task (caption, vqa, mc, mc_text, grounding, where), each word image one ``text`` sample.
 
 Tasks and answers:
 
@@ -34,6 +34,10 @@ Tasks and answers:
   the defaults.
 - ``grounding``: "Where is the red triangle? ..." -> ``"[x1, y1, x2, y2]"``, asked only
   about shapes whose colour+kind is unique in the scene.
+- ``where``: "Where is the red triangle?" -> the 3x3 region of its box centre ("top
+  left", "top", ..., "center", ..., "bottom right"; exact match). A coarse position word,
+  never a box: the zoo model is pretrained on it so that it knows where things are,
+  while grounding (boxes) stays a skill to fine-tune in. Not in the defaults.
 - ``text``: "What word is written?" -> the word (scored by ANLS).
 
 Box convention (grounding): integer pixel coordinates of the image as stored

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from vlmtune.data.synth_scene import COLOURS, KINDS, Scene, Shape
 
-SCENE_TASKS = ("caption", "vqa", "mc", "mc_text", "grounding")
+SCENE_TASKS = ("caption", "vqa", "mc", "mc_text", "grounding", "where")
 WORD_TASKS = ("text",)
 TASKS = SCENE_TASKS + WORD_TASKS
 NUMBER_WORDS = ("zero", "one", "two", "three", "four")
@@ -34,6 +34,10 @@ MC_LETTER_SUFFIX = "Answer with the option's letter from the given choices direc
 MC_TEXT_SUFFIX = "Answer with the option's text from the given choices directly."
 GROUNDING_SUFFIX = "Answer with its bounding box [x1, y1, x2, y2] in pixels."
 TEXT_PROMPT = "What word is written?"
+# where: the 3x3 region of a shape's box centre, a coarse position word (never a box), so
+# a model pretrained on it knows where things are and grounding stays a new skill.
+ROWS = ("top", "", "bottom")
+COLS = ("left", "", "right")
 
 
 @dataclass(frozen=True)
@@ -169,6 +173,24 @@ def _grounding(scene: Scene, rng: random.Random) -> tuple[str, list[str], dict]:
     return f"Where is the {shape.name}? {GROUNDING_SUFFIX}", [box], {}
 
 
+def region_word(box: tuple[int, int, int, int], size: int) -> str:
+    """The 3x3 region of ``box``'s centre in a ``size``-px image: "top left", "top", ...,
+    "center", ..., "bottom right".
+
+    Example:
+        >>> region_word((0, 0, 10, 10), 64), region_word((25, 40, 35, 60), 64)
+        ('top left', 'bottom')
+    """
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    col, row = min(2, int(cx * 3 / size)), min(2, int(cy * 3 / size))
+    return " ".join(w for w in (ROWS[row], COLS[col]) if w) or "center"
+
+
+def _where(scene: Scene, rng: random.Random) -> tuple[str, list[str], dict]:
+    shape = rng.choice(scene.unique())
+    return f"Where is the {shape.name}?\n{VQA_SUFFIX}", [region_word(shape.box, scene.size)], {}
+
+
 def _scene_prompt(task: str, scene: Scene, rng: random.Random) -> tuple[str, list[str], dict]:
     """(prompt, answers, extra fields) for one scene task."""
     if task == "caption":
@@ -180,6 +202,8 @@ def _scene_prompt(task: str, scene: Scene, rng: random.Random) -> tuple[str, lis
         return _mc(scene, rng, letters=task == "mc")
     if task == "grounding":
         return _grounding(scene, rng)
+    if task == "where":
+        return _where(scene, rng)
     raise ValueError(f"unknown scene task {task!r}; expected one of {SCENE_TASKS}")
 
 

@@ -26,6 +26,8 @@ from typing import Any
 from vlmtune.report.read import RunData
 from vlmtune.report.plots import Plot, _color, _figure, _png
 from vlmtune.report.summary import GridView
+from vlmtune.report.verdict import NOTHING_LEARNED
+
 # Function-level imports: the format check and rank thresholds load only when their sections render.
 
 RANK_FILE = "rank.json"
@@ -68,8 +70,13 @@ def rank_rows(view: GridView) -> tuple[list[str], list[list[str]]]:
     return rank_header(ranks), rows
 
 
-def rank_verdict(view: GridView) -> list[str]:
-    """Per analysed full variant: the share of its update each LoRA rank of the grid keeps."""
+def rank_verdict(view: GridView, learned: set[str] | None = None) -> list[str]:
+    """Per analysed full variant: the share of its update each LoRA rank of the grid keeps.
+
+    ``learned``: the variants that learned a task (:class:`vlmtune.report.verdict.Learnt`),
+    None when unknown. The update of a run that learned nothing fits noise or the answer's
+    format, so its rank says nothing about what the task needs: the reading is then
+    "inconclusive" (the measured shares stay, they are facts about the update)."""
     lora_ranks = sorted({r.rank for r in view.runs if r.rank is not None and r.trains})
     out = []
     for run in view.runs:
@@ -81,7 +88,11 @@ def rank_verdict(view: GridView) -> list[str]:
         n = need.get("matrices", 0) - need.get("unchanged", 0)
         what = ("; ".join(kept) + f" of {run.name}'s weight update (median over {n} matrices)") if kept else \
             str(need.get("verdict", ""))
-        out.append(f"rank need: {what}. " + _rank_reading(energy, lora_ranks))
+        reading = _rank_reading(energy, lora_ranks)
+        if learned is not None and run.name not in learned and reading:
+            who = NOTHING_LEARNED if not learned else f"inconclusive: {run.name} did not learn the task"
+            reading = f"Reading: {who}, so the update's rank says nothing about what the task needs."
+        out.append(f"rank need: {what}. " + reading)
     return out
 
 

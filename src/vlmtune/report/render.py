@@ -28,7 +28,7 @@ from vlmtune.report.samples import pick_items
 from vlmtune.report.stats import Z, mean_se
 from vlmtune.report.summary import GridView, display, summarize
 from vlmtune.report.table import memory_kinds, table_rows
-from vlmtune.report.verdict import num, verdict
+from vlmtune.report.verdict import Learnt, num, verdict
 from vlmtune.report.vision import HEADER as VISION_HEADER, vision_rows, vision_verdict
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -56,15 +56,19 @@ def environment() -> Environment:
 
 def verdicts(view: GridView) -> list[str]:
     """Verdict sentences for every task (prefixed with the task when there are several)."""
-    out = []
+    out, learned, known = [], set(), False
     for task in view.tasks:
-        lines = verdict(view.entries[task], display(view.metric[task]),
-                        baseline=view.baseline.name if view.baseline else None,
+        baseline = view.baseline.name if view.baseline else None
+        lines = verdict(view.entries[task], display(view.metric[task]), baseline=baseline,
                         general_metric=display(view.general_metric) if view.general_task else None,
                         prior=view.prior.get(task))
-        lines += vision_verdict(view, task)
+        scored = [e for e in view.entries[task] if e.score is not None]
+        learnt = Learnt(scored, next((e for e in scored if e.name == baseline), None), view.prior.get(task))
+        lines += vision_verdict(view, task, learnt)
         out += [f"{task}: {s}" if len(view.tasks) > 1 else s for s in lines]
-    return out + rank_verdict(view)
+        learned |= learnt.names
+        known = known or learnt.known
+    return out + rank_verdict(view, learned if known else None)
 
 
 def notes(view: GridView) -> list[str]:

@@ -15,6 +15,15 @@ paired difference). Rules, in order:
 6. format compliance: falls of >= 0.05 against the baseline; any other compliance < 0.9;
 7. forgetting: general-set drops against the baseline, or none beyond noise.
 
+Rules 2-5 compare methods, and a comparison of variants that learned nothing says nothing
+about the methods (session 4's demo: every grounding fine-tune below the constant answer,
+yet "a low-rank update suffices"). A variant *learned the task* when it beats the untuned
+baseline and the constant-answer prior beyond noise (each when measured; with neither
+measured nothing can be said and the rules speak as before). A comparison's conclusion
+stands only if the variant it credits learned the task (the winner, or in a tie the
+cheaper one); otherwise it says "inconclusive: no variant learned the task", or names
+the compared variants that did not.
+
 Example:
     >>> base = Entry("baseline", "untuned", "untuned", score=0.25, scores=_flat(0.25, 50))
     >>> full = Entry("full", "full", "full", score=0.75, scores=_flat(0.75, 50))
@@ -29,6 +38,7 @@ from dataclasses import dataclass, field
 from vlmtune.report.stats import Estimate, beyond_noise, difference
 
 ADAPTERS = ("lora", "dora")
+NOTHING_LEARNED = "inconclusive: no variant learned the task"
 FORMAT_DROP = 0.05  # smallest compliance fall worth a sentence
 FORMAT_FLOOR = 0.9  # without a baseline: compliance below this is flagged
 
@@ -80,11 +90,47 @@ def verdict(entries: list[Entry], metric: str, *, baseline: str | None = None,
     scored = [e for e in entries if e.score is not None]
     base = next((e for e in scored if e.name == baseline), None)
     out: list[str] = _vs_prior(scored, prior, metric)
-    for rule in (_vs_baseline, _few_shot, _full_vs_adapter, _rank, _qlora):
-        out += rule(scored, base, metric)
+    out += _vs_baseline(scored, base, metric)
+    learnt = Learnt(scored, base, prior)
+    for rule in (_few_shot, _full_vs_adapter, _rank, _qlora):
+        out += rule(scored, base, metric, learnt)
     out += _format(entries, base)
     out += _forgetting(entries, base, general_metric or "metric")
     return out
+
+
+class Learnt:
+    """Which variants learned the task: beat the baseline and the prior beyond noise (those of
+    the two measured item by item). ``known`` is False when neither was: then every variant counts."""
+
+    def __init__(self, scored: list[Entry], base: Entry | None, prior: Entry | None):
+        self.refs = [r for r in (base, prior) if r is not None and r.score is not None and r.scores]
+        self.known = bool(self.refs)
+        self.names = {e.name for e in scored if e not in self.refs and e.kind != "prior"
+                      and all(_beats(e, r) for r in self.refs)}
+
+    def __contains__(self, entry: Entry) -> bool:
+        return not self.known or entry.name in self.names
+
+    def refs_text(self) -> str:
+        names = ["the untuned baseline" if r.kind != "prior" else "the constant-answer prior" for r in self.refs]
+        return " and ".join(names)
+
+    def gate(self, topic: str, credited: Entry, compared: list[Entry]) -> list[str] | None:
+        """None when ``credited`` learned the task (the comparison may conclude); else the
+        sentence that replaces the conclusion."""
+        if credited in self:
+            return None
+        if not self.names:
+            return [f"{topic}: {NOTHING_LEARNED} (none beats {self.refs_text()} beyond noise)."]
+        failed = [e.label for e in compared if e not in self]
+        return [f"{topic}: inconclusive: {' and '.join(failed)} did not learn the task (not beyond noise "
+                f"above {self.refs_text()})."]
+
+
+def _beats(a: Entry, b: Entry) -> bool:
+    d = _diff(a, b)
+    return d.value > 0 and beyond_noise(d)
 
 
 def _best_against(candidates: list[Entry], ref: Entry) -> tuple[Entry, Estimate, bool]:
@@ -137,7 +183,7 @@ def _no_format_gain(scored: list[Entry]) -> bool:
     return bool(trained) and bool(untuned) and max(trained) <= max(untuned)
 
 
-def _few_shot(scored: list[Entry], base: Entry | None, metric: str) -> list[str]:
+def _few_shot(scored: list[Entry], base: Entry | None, metric: str, learnt: Learnt) -> list[str]:
     shots = [e for e in scored if e.kind == "shots"]
     if not shots:
         return []
@@ -152,7 +198,11 @@ def _few_shot(scored: list[Entry], base: Entry | None, metric: str) -> list[str]
     if trained:
         top = max(trained, key=lambda e: e.score)
         d = _diff(top, best)
-        if not beyond_noise(d):
+        credited = top if beyond_noise(d) and d.value > 0 else best
+        gated = learnt.gate(f"Fine-tuning vs {best.label} prompting", credited, [top, best])
+        if gated:
+            out += gated
+        elif not beyond_noise(d):
             out.append(f"No fine-tune beats {best.label} prompting beyond noise ({top.label} "
                        f"{num(top.score)} vs {num(best.score)}, {_noise(d)}): in-context examples may be enough.")
         elif d.value > 0:
@@ -161,7 +211,7 @@ def _few_shot(scored: list[Entry], base: Entry | None, metric: str) -> list[str]
     return out
 
 
-def _full_vs_adapter(scored: list[Entry], base: Entry | None, metric: str) -> list[str]:
+def _full_vs_adapter(scored: list[Entry], base: Entry | None, metric: str, learnt: Learnt) -> list[str]:
     fulls = [e for e in scored if e.kind == "full"]
     adapters = [e for e in scored if e.kind in ADAPTERS]
     if not fulls or not adapters:
@@ -169,6 +219,9 @@ def _full_vs_adapter(scored: list[Entry], base: Entry | None, metric: str) -> li
     full = max(fulls, key=lambda e: e.score)
     ad = max(adapters, key=lambda e: e.score)
     d = _diff(full, ad)
+    gated = learnt.gate(f"{full.label} vs {ad.label}", full if beyond_noise(d) and d.value > 0 else ad, [full, ad])
+    if gated:
+        return gated
     if beyond_noise(d) and d.value > 0:
         return [f"{full.label} beats {ad.label} by {num(d.value)} {metric} ({_noise(d)}): the task looks "
                 "high-rank; try a higher r or adapters on more modules, or keep full fine-tuning."]
@@ -182,12 +235,16 @@ def _full_vs_adapter(scored: list[Entry], base: Entry | None, metric: str) -> li
             "a low-rank update suffices."]
 
 
-def _rank(scored: list[Entry], base: Entry | None, metric: str) -> list[str]:
+def _rank(scored: list[Entry], base: Entry | None, metric: str, learnt: Learnt) -> list[str]:
     loras = sorted((e for e in scored if e.kind == "lora" and e.r), key=lambda e: e.r)
     if len({e.r for e in loras}) < 2:
         return []
     low, high = loras[0], loras[-1]
     d = _diff(high, low)
+    gated = learnt.gate(f"LoRA rank r={low.r} vs r={high.r}", high if beyond_noise(d) and d.value > 0 else low,
+                        [low, high])
+    if gated:
+        return gated
     if beyond_noise(d) and d.value > 0:
         return [f"Raising the LoRA rank from r={low.r} to r={high.r} gains {num(d.value)} {metric} "
                 f"({_noise(d)})."]
@@ -197,7 +254,7 @@ def _rank(scored: list[Entry], base: Entry | None, metric: str) -> list[str]:
             "rank is not the bottleneck."]
 
 
-def _qlora(scored: list[Entry], base: Entry | None, metric: str) -> list[str]:
+def _qlora(scored: list[Entry], base: Entry | None, metric: str, learnt: Learnt) -> list[str]:
     loras = [e for e in scored if e.kind == "lora"]
     out = []
     for q in (e for e in scored if e.kind == "qlora"):
@@ -205,6 +262,10 @@ def _qlora(scored: list[Entry], base: Entry | None, metric: str) -> list[str]:
             break
         ref = min(loras, key=lambda e: (abs((e.r or 0) - (q.r or 0)), -(e.r or 0)))
         d = _diff(q, ref)
+        gated = learnt.gate(f"{q.label} vs {ref.label}", ref if beyond_noise(d) and d.value < 0 else q, [q, ref])
+        if gated:
+            out += gated
+            continue
         memory = ""
         if q.peak_bytes and ref.peak_bytes:
             memory = f" at {q.peak_bytes / ref.peak_bytes:.0%} of its peak memory"

@@ -23,7 +23,7 @@ from vlmtune.report.read import RunData
 from vlmtune.report.stats import beyond_noise, difference
 from vlmtune.report.summary import GridView, display
 from vlmtune.report.table import DASH, fmt_bytes
-from vlmtune.report.verdict import Entry, num
+from vlmtune.report.verdict import Entry, Learnt, num
 
 HEADER = ["variant", "vision tower", "step time in vision", "vision activations", "vision params",
           "probe: vision effect"]
@@ -104,8 +104,10 @@ def vision_rows(view: GridView) -> list[list[str]]:
     return rows
 
 
-def vision_verdict(view: GridView, task: str) -> list[str]:
-    """One sentence per trained-vision variant with a matched frozen-vision variant."""
+def vision_verdict(view: GridView, task: str, learnt: Learnt | None = None) -> list[str]:
+    """One sentence per trained-vision variant with a matched frozen-vision variant; with
+    ``learnt``, "inconclusive" instead of a bottleneck claim that rests on a variant that
+    learned nothing (see :mod:`vlmtune.report.verdict`)."""
     by_name = {e.name: e for e in view.entries.get(task, [])}
     metric = display(view.metric.get(task))
     out = []
@@ -113,7 +115,11 @@ def vision_verdict(view: GridView, task: str) -> list[str]:
         a, b = by_name.get(trained.name), by_name.get(frozen.name)
         if a is None or b is None or a.score is None or b.score is None:
             continue
-        out.append(_sentence(a, b, metric, _cost(trained, frozen)))
+        d = difference(a.scores, b.scores, a_value=a.score, b_value=b.score)
+        credited = a if beyond_noise(d) and d.value > 0 else b  # a tie or a loss credits frozen vision
+        gated = learnt.gate(f"Training the vision tower ({a.name}) vs frozen vision ({b.name})", credited,
+                            [a, b]) if learnt is not None else None
+        out += gated or [_sentence(a, b, metric, _cost(trained, frozen))]
     return out
 
 

@@ -9,18 +9,14 @@ shapes world (:func:`vlmtune.data.synth.synth`), the tiny-checkpoint builder
 processor, chat template and generation config), the ordinary training loop
 (:func:`vlmtune.train.loop.train`, ``method.kind: full``) and the project metrics.
 
-Only ``build_tiny``'s *architecture* is resized here: its test models share one width for
-both towers and 16-wide heads, while the zoo model wants a wider language model (256,
-4 heads of 64, grouped-query KV) than vision tower (192). The tasks are caption, VQA and
-multiple choice; grounding is left out on purpose so it stays a skill the base lacks.
+Only ``build_tiny``'s *architecture* is resized here (a language model wider than the
+vision tower, grouped-query KV). The tasks are caption, VQA, multiple choice and the 3x3
+"where" question; grounding (boxes) is left out on purpose: a skill the base lacks.
 
 Stage 0 (:mod:`vlmtune.zoo.vision_pretrain`) first trains the vision tower and projector
-alone on per-cell shape/colour labels of the training scenes, the way released VLMs start
-from a separately pretrained vision encoder; ``minutes`` budgets only the language stages.
-
-Example:
-    >>> plan = BuildPlan(n_scenes=40, stages=(Stage(2, 1e-3),), text_hidden=64, vision_hidden=32)
-    >>> build(tmp_path / "tiny", plan=plan, work=tmp_path / "work")["total_params"]  # doctest: +SKIP
+alone on per-cell labels of the training scenes (shape, colour, and the cell's row and
+column), the way released VLMs start from a separately pretrained vision encoder;
+``minutes`` budgets only the language stages. Example: ``build(out, plan=BuildPlan(...))``.
 """
 
 from __future__ import annotations
@@ -28,7 +24,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,13 +58,14 @@ class Stage:
     caption_every: int = 1
     repeat_short: int = 1
     repeat_mc: int = 1  # multiple-choice samples are listed repeat_short x repeat_mc times
+    repeat_where: int = 1  # "where" samples (3x3 region of a shape) are listed this many times
 
 
 @dataclass(frozen=True)
 class BuildPlan:
     """Every number the recipe depends on (the defaults are the shipped model's)."""
 
-    tasks: tuple[str, ...] = ("caption", "vqa", "mc")
+    tasks: tuple[str, ...] = ("caption", "vqa", "mc", "where")
     n_scenes: int = 8000          # scenes before the 80/10/10 split; one sample per task each
     seed: int = 0
     image_size: int = 64          # 8-px patches, 2x2 merge -> 16 image tokens
@@ -82,12 +79,15 @@ class BuildPlan:
     vision_layers: int = 4
     vision_heads: int = 3
     vision_mlp_ratio: int = 4
-    stages: tuple[Stage, ...] = (Stage(steps=400, lr=3.0e-4, max_shapes=1),       # curriculum: 1 shape
-                                 Stage(steps=1800, lr=3.0e-4, caption_every=2),    # every scene
-                                 Stage(steps=600, lr=1.0e-4, caption_every=4),     # short answers, lower lr
-                                 Stage(steps=2400, lr=3.0e-4, caption_every=4, repeat_mc=3))  # MC letter lookup
+    stages: tuple[Stage, ...] = (
+        Stage(steps=400, lr=3.0e-4, max_shapes=1, repeat_where=2),       # curriculum: 1 shape
+        Stage(steps=1800, lr=3.0e-4, caption_every=2, repeat_where=3),   # every scene
+        Stage(steps=600, lr=1.0e-4, caption_every=4, repeat_where=3),    # short answers, lower lr
+        Stage(steps=3000, lr=3.0e-4, caption_every=4, repeat_mc=3, repeat_where=2))  # MC letter lookup
     weight_decay: float = 0.01
-    vision: VisionStage | None = VisionStage(steps=1000)  # stage 0 (vision_pretrain); None: skip
+    # stage 0 (vision_pretrain; None: skip), with the cell's row/column as a target
+    vision: VisionStage | None = VisionStage(steps=1000, position=True)
+    second_seed: int | None = 1   # also score a test split synthesized with this seed (None: skip)
     vision_held_out: int = 256    # validation scenes its cell accuracy is measured on
     train_vision: bool = False    # the language stages keep the stage-0 tower frozen (LLaVA-style)
     train_projector: bool = False  # the patch merger keeps its stage-0 (or seeded random) weights
@@ -100,12 +100,24 @@ class BuildPlan:
         return sum(stage.steps for stage in self.stages)
 
 
-def synth_data(plan: BuildPlan, data_dir: Path) -> dict[str, Path]:
-    """The shapes world for ``plan`` plus grounding on the *test* split only (for scoring).
+def read_plan(path: Path) -> BuildPlan:
+    """The :class:`BuildPlan` a ``build.json`` records (``vlmtune zoo build --plan``), so its weights
+    stay reproducible after the defaults move on. Fields newer than that build take their
+    defaults, the neutral ones (no where-questions, no position target, no second seed)."""
+    from vlmtune.errors import InputError
 
-    Grounding is generated in a second, separate directory so the training files never
-    contain it; scene images are identical because they depend only on (seed, split, i).
-    """
+    try:
+        plan = dict(json.loads(Path(path).read_text(encoding="utf-8"))["plan"])
+        plan.update(stages=tuple(Stage(**stage) for stage in plan["stages"]), tasks=tuple(plan["tasks"]),
+                    vision=VisionStage(**plan["vision"]) if plan.get("vision") else None)
+        return BuildPlan(**{"second_seed": None, **plan})
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise InputError(f"not a build.json with a valid plan ({type(err).__name__}: {err})", file=path) from None
+
+
+def synth_data(plan: BuildPlan, data_dir: Path) -> dict[str, Path]:
+    """The shapes world for ``plan``, and in a separate directory (so training never sees it)
+    the same scenes with grounding too, for scoring (images depend only on seed, split, i)."""
     from vlmtune.data.synth import synth
 
     files = synth(data_dir / "train", tasks=plan.tasks, n=plan.n_scenes, seed=plan.seed,
@@ -113,6 +125,15 @@ def synth_data(plan: BuildPlan, data_dir: Path) -> dict[str, Path]:
     held = synth(data_dir / "heldout", tasks=(*plan.tasks, "grounding"), n=plan.n_scenes,
                  seed=plan.seed, image_size=plan.image_size)
     return {"train": files["train"], "test_root": held["test"].parent}
+
+
+def heldout_data(plan: BuildPlan, data_dir: Path, seed: int) -> Path:
+    """Root of a shapes world of another ``seed``: its test split is a second held-out set."""
+    from vlmtune.data.synth import synth
+
+    files = synth(data_dir / f"heldout-seed{seed}", tasks=(*plan.tasks, "grounding"), n=plan.n_scenes,
+                  seed=seed, image_size=plan.image_size)
+    return files["test"].parent
 
 
 def corpus_lines(train_jsonl: Path) -> list[str]:
@@ -231,65 +252,50 @@ def stage_mix(train_jsonl: Path, stage: Stage, index: int) -> Path:
             if stage.caption_every and (n_captions - 1) % stage.caption_every == 0:
                 kept.append(row)
             continue
-        repeats = stage.repeat_short * (stage.repeat_mc if sample["task"] == "mc" else 1)
+        repeats = (stage.repeat_where if sample["task"] == "where"
+                   else stage.repeat_short * (stage.repeat_mc if sample["task"] == "mc" else 1))
         kept.append(row)
         kept += [json.dumps({**sample, "id": f"{sample['id']}-r{k}"}) for k in range(1, repeats)]
     # The name carries the mix's own settings and the write is atomic: two builds sharing a
     # work directory never read each other's half-written or different mix.
-    mix = f"s{stage.max_shapes}c{stage.caption_every}r{stage.repeat_short}m{stage.repeat_mc}"
+    mix = f"s{stage.max_shapes}c{stage.caption_every}r{stage.repeat_short}m{stage.repeat_mc}w{stage.repeat_where}"
     out = train_jsonl.with_name(f"train_stage{index}-{mix}.jsonl")
     write_text(out, "\n".join(kept) + "\n")
     return out
 
 
-def steps_for_budget(plan: BuildPlan, init_dir: Path, train_jsonl: Path, minutes: float) -> int:
-    """Optimizer steps (all stages) that fit ``minutes`` of training, from the median of
-    5 timed steps at the first stage's batch size.
-
-    Why: CPUs differ by 10x; a time budget is what a user can reason about. The result
-    is printed and recorded, since it makes the build depend on the machine's speed.
-    """
-    import torch
-
-    from vlmtune.data.collate import Collator
-    from vlmtune.model.methods import prepare
-    from vlmtune.train.loop import load_split, token_loss_sum
-
-    cfg = run_config(plan, init_dir, train_jsonl, Path("/nonexistent"))
-    batch_size = plan.stages[0].batch_size
-    cfg.data.max_samples = 8 * batch_size
-    model, processor, family = prepare(cfg)
-    data = load_split(cfg, str(train_jsonl), processor, family, model.config)
-    collate = Collator(processor, cfg.data.max_length)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=0.0)
-    times = []
-    for k in range(6):
-        start = time.perf_counter()
-        batch = collate([data[i % len(data)] for i in range(k * batch_size, (k + 1) * batch_size)])
-        token_loss_sum(model, batch).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - start)
-    per_step = sorted(times[1:])[2]  # median: other processes may share the cores
-    return int(minutes * 60 / per_step)
-
-
-def fit_budget(plan: BuildPlan, total_steps: int) -> BuildPlan:
-    """Shrink every stage in proportion so they add up to at most ``total_steps``.
-
-    Example:
-        >>> fit_budget(BuildPlan(stages=(Stage(100, 1e-3), Stage(300, 1e-4))), 200).stages[1].steps
-        150
-    """
-    scale = min(1.0, total_steps / plan.total_steps)
-    return replace(plan, stages=tuple(replace(s, steps=max(1, int(s.steps * scale))) for s in plan.stages))
-
-
-def train_model(plan: BuildPlan, init_dir: Path, train_jsonl: Path, runs_dir: Path, *, stage: int) -> Path:
-    """One stage with the vlmtune loop; returns the run directory (``model/`` inside)."""
+def train_model(plan: BuildPlan, init_dir: Path, train_jsonl: Path, runs_dir: Path, *, stage: int,
+                resume: bool = False) -> Path:
+    """One stage with the vlmtune loop; returns the run directory (``model/`` inside). With
+    ``resume``, a finished stage of the same config is kept and a started one continued."""
     from vlmtune.train.loop import train
+    from vlmtune.zoo.resume import stage_state
 
-    return train(run_config(plan, init_dir, train_jsonl, runs_dir, stage=stage), overwrite=True)
+    cfg = run_config(plan, init_dir, train_jsonl, runs_dir, stage=stage)
+    state = stage_state(cfg) if resume else "new"
+    if state == "done":
+        print(f"resume: stage {stage} finished, kept ({cfg.run_dir})")
+        return cfg.run_dir
+    return train(cfg, overwrite=state == "new", resume=state == "partial")
+
+
+def vision_stage(plan: BuildPlan, init_dir: Path, out: Path, *, resume: bool = False) -> dict[str, Any]:
+    """Stage 0 into ``out`` (kept on ``resume`` when its record names the same settings)."""
+    from vlmtune.data.synth import split_scenes
+    from vlmtune.zoo.resume import kept_stage0, record_stage0
+    from vlmtune.zoo.vision_pretrain import pretrain_vision
+
+    settings = {"vision": asdict(plan.vision), "seed": plan.seed, "n_scenes": plan.n_scenes,
+                "image_size": plan.image_size, "held_out": plan.vision_held_out, "init": str(init_dir)}
+    if resume and (kept := kept_stage0(out, settings)) is not None:
+        print(f"resume: stage 0 finished, kept ({out})")
+        return kept
+    scenes = {split: split_scenes(split, plan.n_scenes, seed=plan.seed, image_size=plan.image_size)
+              for split in ("train", "val")}
+    record = pretrain_vision(init_dir, out, scenes["train"], scenes["val"][:plan.vision_held_out], plan.vision,
+                             seed=plan.seed)
+    record_stage0(out, settings, record)
+    return record
 
 
 def ship(model_dir: Path, out: Path) -> Path:
@@ -310,14 +316,14 @@ def ship(model_dir: Path, out: Path) -> Path:
 
 
 def build(out: str | Path, *, plan: BuildPlan = BuildPlan(), work: str | Path = "/tmp/vlmtune-zoo-build",
-          minutes: float | None = None, eval_per_task: int | None = None) -> dict[str, Any]:
+          minutes: float | None = None, eval_per_task: int | None = None, resume: bool = False) -> dict[str, Any]:
     """Run the whole recipe; write the checkpoint to ``out`` and ``out/build.json``.
 
     The stages run in order, each from the previous one's weights, each on its own mix
-    (see :func:`stage_mix`). ``minutes`` caps training time by shrinking them all (see
-    :func:`fit_budget`);
-    without it the build is fully determined by ``plan``. Returns the provenance record.
-    """
+    (see :func:`stage_mix`). ``minutes`` caps training time by shrinking them all
+    (:mod:`vlmtune.zoo.budget`); without it the build is fully determined by ``plan``.
+    ``resume`` keeps the finished stages in ``work`` (:mod:`vlmtune.zoo.resume`). Returns the
+    provenance record."""
     import torch
 
     out, work = Path(out), Path(work)
@@ -325,32 +331,29 @@ def build(out: str | Path, *, plan: BuildPlan = BuildPlan(), work: str | Path = 
     threads = torch.get_num_threads()
     torch.set_num_threads(plan.threads)
     try:
-        return _build(out, plan, work, minutes, eval_per_task, t0)
+        return _build(out, plan, work, minutes, eval_per_task, t0, resume)
     finally:
         torch.set_num_threads(threads)
 
 
 def _build(out: Path, plan: BuildPlan, work: Path, minutes: float | None, eval_per_task: int | None,
-           t0: float) -> dict[str, Any]:
+           t0: float, resume: bool) -> dict[str, Any]:
     files = synth_data(plan, work / "data")
     init_dir = init_checkpoint(plan, corpus_lines(files["train"]), work / "init")
     vision_record = None
     if plan.vision is not None:
-        from vlmtune.data.synth import split_scenes
-        from vlmtune.zoo.vision_pretrain import pretrain_vision
-
-        scenes = {split: split_scenes(split, plan.n_scenes, seed=plan.seed, image_size=plan.image_size)
-                  for split in ("train", "val")}
-        vision_record = pretrain_vision(init_dir, work / "vision", scenes["train"],
-                                        scenes["val"][:plan.vision_held_out], plan.vision, seed=plan.seed)
+        vision_record = vision_stage(plan, init_dir, work / "vision", resume=resume)
         init_dir = work / "vision"
     if minutes is not None:
-        plan = fit_budget(plan, steps_for_budget(plan, init_dir, files["train"], minutes))
+        from vlmtune.zoo.budget import fit_budget, steps_for_budget
+
+        cfg = run_config(plan, init_dir, files["train"], Path("/nonexistent"))
+        plan = fit_budget(plan, steps_for_budget(cfg, files["train"], plan.stages[0].batch_size, minutes))
         print(f"time budget {minutes} min -> {' + '.join(str(s.steps) for s in plan.stages)} steps")
     runs, model_dir = [], init_dir
     for index, stage in enumerate(plan.stages, 1):
         runs.append(train_model(plan, model_dir, stage_mix(files["train"], stage, index), work / "runs",
-                                stage=index))
+                                stage=index, resume=resume))
         model_dir = runs[-1] / "model"
     ship(model_dir, out)
     stage_resources = [json.loads((r / "resources.json").read_text()) for r in runs]
@@ -359,6 +362,10 @@ def _build(out: Path, plan: BuildPlan, work: Path, minutes: float | None, eval_p
 
     t1 = time.perf_counter()
     scores = score_dir(out, files["test_root"], limit=n_eval) if n_eval else {}
+    second = {}
+    if n_eval and plan.second_seed is not None:
+        second = {"seed": plan.second_seed,
+                  "scores": score_dir(out, heldout_data(plan, work / "data", plan.second_seed), limit=n_eval)}
     vision_time = vision_record["wall_time_s"] if vision_record else 0.0
     record = {"plan": asdict(plan), "total_params": stage_resources[-1]["total_params"],
               "train_wall_time_s": round(vision_time + sum(r["wall_time_s"] for r in stage_resources), 1),
@@ -369,6 +376,7 @@ def _build(out: Path, plan: BuildPlan, work: Path, minutes: float | None, eval_p
               "eval_wall_time_s": round(time.perf_counter() - t1, 1),
               "train_samples": [json.loads((r / "data.json").read_text())["train"]["samples"]
                                 for r in runs],
-              "machine": stage_resources[-1]["machine"], "scores": scores}
+              "machine": stage_resources[-1]["machine"], "scores": scores, "second_seed": second,
+              "resumed": resume}
     write_text(out / "build.json", json.dumps(record, indent=2) + "\n")
     return record

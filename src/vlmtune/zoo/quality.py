@@ -21,7 +21,11 @@ from pathlib import Path
 from typing import Any
 # Function-level imports: torch/transformers load only when quality is scored.
 
-METRIC_OF = {"vqa": "exact_match", "mc": "mc_accuracy", "grounding": "iou"}
+METRIC_OF = {"vqa": "exact_match", "mc": "mc_accuracy", "grounding": "iou", "where": "exact_match"}
+# question type by a phrase of its first line (synth_tasks' wording): the card's per-type table
+QUESTION_TYPES = (("What color", "colour"), ("What shape", "shape"), ("How many", "count"),
+                  ("left or to the right", "left/right"), ("above or below", "above/below"),
+                  ("Where is", "where"))
 
 
 def load_model(path: str | Path) -> tuple[Any, Any]:
@@ -61,6 +65,20 @@ def generate(model: Any, processor: Any, samples: list[dict], root: Path, *,
     return answers
 
 
+def question_type(sample: dict) -> str:
+    """"colour", "shape", "count", "left/right", "above/below", "where" or "other"."""
+    first = next(p["text"] for p in sample["messages"][0]["content"] if p["type"] == "text").split("\n")[0]
+    return next((name for key, name in QUESTION_TYPES if key in first), "other")
+
+
+def by_type(samples: list[dict], per_item: list[dict], metric: str) -> dict[str, dict[str, float]]:
+    """Mean ``metric`` and count per question type (the weak types hide in the average)."""
+    groups: dict[str, list[float]] = {}
+    for sample, item in zip(samples, per_item):
+        groups.setdefault(question_type(sample), []).append(item[metric])
+    return {t: {"n": len(v), metric: round(sum(v) / len(v), 3)} for t, v in sorted(groups.items())}
+
+
 def read_task(root: Path, split: str, task: str, limit: int | None) -> list[dict]:
     lines = (root / f"{split}_{task}.jsonl").read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines[:limit]]
@@ -76,14 +94,20 @@ def score_task(model: Any, processor: Any, root: Path, task: str, *, split: str 
     records = [{"id": s["id"], "prediction": p, "answers": s["answers"],
                 **({"options": s["options"]} if "options" in s else {})}
                for s, p in zip(samples, predictions)]
-    summary = score(records, [METRIC_OF[task]])[0] if task in METRIC_OF else {}
+    summary, types = {}, {}
+    if task in METRIC_OF:
+        summary, per_item = score(records, [METRIC_OF[task]])
+        if task in ("vqa", "mc"):
+            types = {"by_type": by_type(samples, per_item, METRIC_OF[task])}
     examples = [{"prediction": p, "reference": s["answers"][0]} for s, p in zip(samples[:5], predictions)]
-    return {"n": len(samples), **summary, "examples": examples}
+    return {"n": len(samples), **summary, **types, "examples": examples}
 
 
-def score_dir(model_path: str | Path, root: str | Path, *, tasks: tuple[str, ...] = ("vqa", "mc", "grounding",
-                                                                                       "caption"),
+def score_dir(model_path: str | Path, root: str | Path, *,
+              tasks: tuple[str, ...] = ("vqa", "mc", "where", "grounding", "caption"),
               split: str = "test", limit: int | None = 50) -> dict[str, dict[str, Any]]:
     """Scores of ``model_path`` on each task of the shapes-world dataset at ``root``."""
     model, processor = load_model(model_path)
-    return {task: score_task(model, processor, Path(root), task, split=split, limit=limit) for task in tasks}
+    root = Path(root)
+    tasks = tuple(t for t in tasks if (root / f"{split}_{t}.jsonl").is_file())  # older data has no "where"
+    return {task: score_task(model, processor, root, task, split=split, limit=limit) for task in tasks}
