@@ -155,13 +155,31 @@ def score(predictions: Path = typer.Argument(..., help="JSONL: id, prediction, a
 
 
 @app.command()
-def compare(grid: Path = typer.Argument(..., help="grid YAML: name, out_dir, base, variants"),
+def compare(grid: Path = typer.Argument(..., help="grid YAML: name, out_dir, base, variants[, ray]"),
             gpu_mem: Optional[str] = typer.Option(None, "--gpu-mem", help="memory per GPU (e.g. 24GiB): flag the "
-                                                  "variants the memory plan says will not fit, before any runs")) -> None:
+                                                  "variants the memory plan says will not fit, before any runs"),
+            ray: bool = typer.Option(False, "--ray", help="run the variants as Ray tasks (local Ray, or the "
+                                                        "cluster at --address / the grid's ray.address)"),
+            address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address, e.g. "
+                                                  "10.0.0.1:6379 (with --ray; default: start a local Ray)")) -> None:
     """Train and evaluate every variant of a grid (finished ones are skipped), then write the report."""
-    from vlmtune.compare.run import compare as run_compare
+    from vlmtune.compare.grid import load_grid
 
-    run_compare(grid, console=console, gpu_mem=gpu_mem)
+    if address and not ray:
+        raise VlmtuneError("--address needs --ray")
+    if ray:
+        from vlmtune.compare.cluster import require_ray
+
+        require_ray()  # before anything else: the one line that says how to install it
+    loaded = load_grid(grid)
+    if ray:
+        from vlmtune.compare.ray_grid import run_grid_ray
+
+        run_grid_ray(loaded, address=address, console=console, gpu_mem=gpu_mem)
+        return
+    from vlmtune.compare.run import run_grid
+
+    run_grid(loaded, console=console, gpu_mem=gpu_mem)
 
 
 @app.command()
