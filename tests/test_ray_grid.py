@@ -22,7 +22,7 @@ ray = pytest.importorskip("ray", reason="pip install 'vlmtune[ray]'")
 
 from vlmtune.compare.grid import load_grid  # noqa: E402
 from vlmtune.compare.ray_grid import log_path, run_grid_ray  # noqa: E402
-from vlmtune.compare.run import run_grid  # noqa: E402
+from vlmtune.compare.run import is_finished, run_grid  # noqa: E402
 from vlmtune.errors import VlmtuneError  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -130,3 +130,44 @@ def test_killed_worker_resumes_and_a_bad_variant_fails_alone(local_ray, grid_fil
     bad_log = log_path(grid, grid.variants[3]).read_text()
     assert "attempt 2" not in bad_log and "failed: " in bad_log  # bad input is not retried
     assert (grid.dir / "report.md").is_file()
+
+
+def _unfinished_pids(grid) -> list[int]:
+    """Workers that ran the variants left unfinished (finished ones' workers stay for reuse)."""
+    return [int(m) for v in grid.variants if log_path(grid, v).exists() and not is_finished(v)
+            for m in re.findall(r"attempt \d+: pid (\d+)", log_path(grid, v).read_text())]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_ctrl_c_cancels_every_task_and_leaves_runs_resumable(local_ray, grid_file, serial):
+    import _thread
+
+    grid = load_grid(grid_file("interrupted"))
+    lora = grid.variants[2].run_dir / "checkpoints" / "step-000002"
+
+    def press_ctrl_c():
+        deadline = time.time() + 600
+        while time.time() < deadline and not lora.exists():
+            time.sleep(0.01)
+        _thread.interrupt_main()
+
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        run_grid_ray(grid)
+    assert not (grid.variants[2].run_dir / "resources.json").exists()
+    cancelled = _unfinished_pids(grid)
+    assert cancelled
+    deadline = time.time() + 60
+    while time.time() < deadline and any(map(_alive, cancelled)):
+        time.sleep(0.2)
+    assert not any(map(_alive, cancelled)), "a cancelled task's worker is still running"
+    outcome = run_grid_ray(load_grid(grid.source), build=False)  # the same command again resumes
+    assert outcome.status["lora-r8"] == "done"
+    _assert_same(serial, grid.dir)

@@ -22,16 +22,16 @@ from typing import Any, Iterator
 
 from vlmtune.errors import VlmtuneError
 
-INSTALL_HINT = "--ray needs Ray: pip install 'vlmtune[ray]' (or pip install 'ray[tune]>=2.9')"
+INSTALL_HINT = "needs Ray: pip install 'vlmtune[ray]' (or pip install 'ray[tune]>=2.9')"
 
 
-def require_ray() -> Any:
+def require_ray(what: str = "--ray") -> Any:
     """The ``ray`` module, or a one-line error saying how to install it."""
     try:
         import ray
         import ray.tune  # noqa: F401 - the sweep needs it; the extra installs both
     except ImportError:
-        raise VlmtuneError(INSTALL_HINT) from None
+        raise VlmtuneError(f"{what} {INSTALL_HINT}") from None
     return ray
 
 

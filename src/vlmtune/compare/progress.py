@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 _STYLE = {"queued": "dim", "training": "cyan", "evaluating": "magenta", "done": "green",
@@ -58,5 +59,5 @@ def progress_table(title: str, states: dict[str, dict[str, Any]]) -> Table:
         shown = f"{step}/{entry['total']}" if step is not None and entry.get("total") else ""
         style = _STYLE.get(state, "")
         table.add_row(name, f"[{style}]{state}[/{style}]" if style else state, shown,
-                      str(entry.get("attempt") or ""), str(entry.get("node") or ""), entry.get("error") or "")
+                      str(entry.get("attempt") or ""), str(entry.get("node") or ""), escape(entry.get("error") or ""))
     return table

@@ -32,6 +32,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 
 from vlmtune.compare.cluster import ray_session, variant_resources
 from vlmtune.compare.grid import Grid, Variant
@@ -96,7 +97,7 @@ def _run_tasks(ray: Any, grid: Grid, todo: list[Variant], outcome: GridOutcome, 
                       f"{', '.join(refs[r].name for r in pending)}; run the same command again to resume them")
         raise
     for name, error in outcome.errors.items():
-        console.print(f"[red]{name} failed:[/red] {error}", highlight=False)
+        console.print(f"[red]{name} failed:[/red] {escape(error)}", highlight=False)
 
 
 def _settle(ray: Any, board: Any, variant: Variant, ref: Any, outcome: GridOutcome, retries: int) -> None:

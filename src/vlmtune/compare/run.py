@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -254,7 +255,7 @@ def _run_variants(todo: list[Variant], outcome: GridOutcome, train_fn: TrainFn, 
         error = attempt_variant(variant, train_fn, evaluate_fn)
         if error is not None:
             outcome.status[variant.name], outcome.errors[variant.name] = "failed", error
-            console.print(f"[red]{variant.name} failed:[/red] {error}", highlight=False)
+            console.print(f"[red]{variant.name} failed:[/red] {escape(error)}", highlight=False)
             continue
         outcome.status[variant.name] = "done"
         console.print(f"{head}: done in {time.perf_counter() - t0:.0f}s "
