@@ -45,7 +45,8 @@ def test_smallest_rank_within_noise_and_best_lr(tmp_path):
     assert lines[0].startswith("4 trials (method.r=2,4,8,16, train.lr=log:1e-5..1e-2): 3 finished, 1 stopped early")
     assert lines[1].startswith("smallest rank within noise of the best: r=4 (exact match 0.75; best 0.8 at r=8, "
                                "difference 0.05 ± 0.1).")  # paired: se 0.05, 2 se
-    assert lines[2] == "best learning rate for lora: 0.01 (exact match 0.8, trial t002-r8-lr0.01)."
+    assert lines[2] == "ranks with no trial evaluated on the test set (all stopped early or failed): 16."
+    assert lines[3] == "best learning rate for lora: 0.01 (exact match 0.8, trial t002-r8-lr0.01)."
 
     md = build_report(tmp_path)["md"].read_text()
     assert "## Sweep" in md and "| t003-r16-lr1e-05 | 16 | 1e-05 | stopped | 1 | 3 | — |" in md

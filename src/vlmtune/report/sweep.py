@@ -72,6 +72,11 @@ def answers(view: dict[str, Any]) -> list[str]:
     best = max(scored, key=lambda t: t["score"])
     if "method.r" in view["keys"]:
         out.append(_rank_answer(scored, best, name))
+        unscored = sorted({int(t["params"]["method.r"]) for t in view["trials"]}
+                          - {int(t["params"]["method.r"]) for t in scored})
+        if unscored:
+            out.append(f"ranks with no trial evaluated on the test set (all stopped early or failed): "
+                       f"{', '.join(map(str, unscored))}.")
     for method in sorted({_method(t) for t in scored}):
         top = max((t for t in scored if _method(t) == method), key=lambda t: t["score"])
         out.append(f"best learning rate for {method}: {_lr(top):.3g} ({name} {top['score']:.3g}, trial {top['name']}).")
