@@ -155,23 +155,84 @@ def score(predictions: Path = typer.Argument(..., help="JSONL: id, prediction, a
 
 
 @app.command()
-def compare(grid: Path = typer.Argument(..., help="grid YAML: name, out_dir, base, variants"),
+def compare(grid: Path = typer.Argument(..., help="grid YAML: name, out_dir, base, variants[, ray]"),
             gpu_mem: Optional[str] = typer.Option(None, "--gpu-mem", help="memory per GPU (e.g. 24GiB): flag the "
-                                                  "variants the memory plan says will not fit, before any runs")) -> None:
+                                                  "variants the memory plan says will not fit, before any runs"),
+            ray: bool = typer.Option(False, "--ray", help="run the variants as Ray tasks (local Ray, or the "
+                                                        "cluster at --address / the grid's ray.address)"),
+            address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address, e.g. "
+                                                  "10.0.0.1:6379 (with --ray; default: start a local Ray)")) -> None:
     """Train and evaluate every variant of a grid (finished ones are skipped), then write the report."""
-    from vlmtune.compare.run import compare as run_compare
+    from vlmtune.compare.grid import load_grid
 
-    run_compare(grid, console=console, gpu_mem=gpu_mem)
+    if address and not ray:
+        raise VlmtuneError("--address needs --ray")
+    if ray:
+        from vlmtune.compare.cluster import require_ray
+
+        require_ray()  # before anything else: the one line that says how to install it
+    loaded = load_grid(grid)
+    if ray:
+        from vlmtune.compare.ray_grid import run_grid_ray
+
+        run_grid_ray(loaded, address=address, console=console, gpu_mem=gpu_mem)
+        return
+    from vlmtune.compare.run import run_grid
+
+    run_grid(loaded, console=console, gpu_mem=gpu_mem)
 
 
 @app.command()
-def report(grid_dir: Path = typer.Argument(..., help="a grid directory (out_dir/<grid name>)")) -> None:
-    """Rebuild a grid's report.html and report.md from its run directories."""
+def sweep(config: Path = typer.Argument(..., help="run config YAML (needs data.val and train.eval_every)"),
+          search: list[str] = typer.Option(..., "--search", help="key=v1,v2,... (each tried) or key=log:LOW..HIGH "
+                                           "(drawn); repeatable, e.g. method.r=1,2,4,8 train.lr=log:1e-5..1e-3"),
+          samples: int = typer.Option(1, "--samples", help="trials per point of the listed values"),
+          ray: bool = typer.Option(False, "--ray", help="run trials side by side on the cluster's resources "
+                                                      "(default: one at a time on a local Ray)"),
+          address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: local Ray)"),
+          out: Optional[Path] = typer.Option(None, "--out", help="sweep dir (default: <train.out_dir>/<name>-sweep)"),
+          cpus_per_trial: float = typer.Option(1.0, "--cpus-per-trial"),
+          gpus_per_trial: Optional[float] = typer.Option(None, "--gpus-per-trial",
+                                                         help="default: 1 when the cluster has GPUs, else 0"),
+          seed: int = typer.Option(0, "--seed", help="seed of the drawn values"),
+          overrides: Optional[list[str]] = typer.Argument(None, help="key.sub=value overrides")) -> None:
+    """Search rank / learning rate on Ray Tune with ASHA early stopping; every trial is a run dir."""
+    from vlmtune.compare.cluster import require_ray
+
+    require_ray("vlmtune sweep")
+    from vlmtune.compare.search import parse_search
+    from vlmtune.compare.sweep import run_sweep
+    from vlmtune.config import located
+    from vlmtune.report import build_report
+    from vlmtune.report.sweep import sweep_answers
+
+    cfg = _config(config, overrides or [], False)
+    axes = [parse_search(s) for s in search]
+    with located(config, overrides):
+        record = run_sweep(cfg, axes, samples=samples, concurrent=ray or bool(address), address=address, out=out,
+                           cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, seed=seed, console=console)
+    sweep_dir = Path(record["dir"])
+    paths = build_report(sweep_dir)
+    counts = {s: sum(t["status"] == s for t in record["trials"]) for s in ("finished", "stopped", "failed")}
+    console.print(f"{len(record['trials'])} trials: {counts['finished']} finished, {counts['stopped']} stopped "
+                  f"early by ASHA, {counts['failed']} failed")
+    for line in sweep_answers(sweep_dir):
+        console.print(line, highlight=False, markup=False)
+    console.print(f"report: {paths['html']}  {paths['md']}")
+
+
+@app.command()
+def report(grid_dir: Path = typer.Argument(..., help="a grid directory (out_dir/<grid name>) or a sweep's")) -> None:
+    """Rebuild a grid's (or a sweep's) report.html and report.md from its run directories."""
     from vlmtune.compare.run import summary_table
     from vlmtune.report import build_report
 
+    from vlmtune.report.sweep import sweep_answers
+
     paths = build_report(grid_dir)
     console.print(summary_table(grid_dir))
+    for line in sweep_answers(grid_dir):  # a sweep's directory: what the search found
+        console.print(line, highlight=False, markup=False)
     console.print(f"report: {paths['html']}  {paths['md']}")
 
 
@@ -372,7 +433,9 @@ def main() -> None:
     except VlmtuneError as err:
         if os.environ.get("VLMTUNE_DEBUG"):
             raise
-        console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")

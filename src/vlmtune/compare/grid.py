@@ -18,8 +18,14 @@ Format::
       - {name: lora-r16, method: {kind: lora, r: 16}}
       - {name: full, method: {kind: full}, train: {lr: 1.0e-4}}
 
+    ray: {address: null, cpus_per_variant: 1, gpus_per_variant: null, max_retries: 3}  # optional
+
 ``train: false`` marks an evaluation-only variant; ``train: {...}`` is the usual training
-section (merged into ``base.train``). ``train.out_dir`` is set by the grid.
+section (merged into ``base.train``). ``train.out_dir`` is set by the grid. ``ray`` is read
+only by ``vlmtune compare --ray`` (see :mod:`vlmtune.compare.ray_grid`): the cluster address
+(none: a local Ray starts with the command), what each variant's task asks for
+(``gpus_per_variant`` null: 1 when the cluster has GPUs, else 0) and how often a variant
+whose worker died is retried.
 
 Example:
     >>> grid = load_grid("grid.yaml")  # doctest: +SKIP
@@ -40,7 +46,8 @@ from vlmtune.config import RunConfig, _merge, build_config, read_yaml
 from vlmtune.errors import ConfigError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_GRID_KEYS = ("name", "out_dir", "base", "variants")
+_GRID_KEYS = ("name", "out_dir", "base", "variants", "ray")
+_RAY_KEYS = ("address", "cpus_per_variant", "gpus_per_variant", "max_retries")
 
 
 @dataclass(frozen=True)
@@ -58,12 +65,23 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class RaySpec:
+    """How a grid runs on Ray: where, and what each variant's task asks the scheduler for."""
+
+    address: str | None = None
+    cpus_per_variant: float = 1.0
+    gpus_per_variant: float | None = None
+    max_retries: int = 3
+
+
+@dataclass(frozen=True)
 class Grid:
     name: str
     out_dir: Path
     variants: list[Variant]
     source: Path
     raw: dict[str, Any]
+    ray: RaySpec = RaySpec()
 
     @property
     def dir(self) -> Path:
@@ -103,7 +121,29 @@ def load_grid(path: str | Path) -> Grid:
             raise _variant_error(path, i, variant.name, "name", "duplicate variant name", where)
         seen.add(variant.name)
         variants.append(variant)
-    return Grid(name=name, out_dir=out_dir, variants=variants, source=path, raw=data)
+    return Grid(name=name, out_dir=out_dir, variants=variants, source=path, raw=data,
+                ray=_ray_spec(data.get("ray"), path, lines))
+
+
+def _ray_spec(raw: Any, path: Path, lines: dict[str, int]) -> RaySpec:
+    if raw is None:
+        return RaySpec()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"must be a mapping with keys {', '.join(_RAY_KEYS)}", file=path,
+                          line=lines.get("ray"), field="ray")
+    for key, value in raw.items():
+        field, line = f"ray.{key}", lines.get(f"ray.{key}")
+        if key not in _RAY_KEYS:
+            raise ConfigError(f"unknown key (known: {', '.join(_RAY_KEYS)})", file=path, line=line, field=field)
+        if key == "address" and value is not None and not isinstance(value, str):
+            raise ConfigError(f"must be an address such as 10.0.0.1:6379, got {value!r}", file=path,
+                              line=line, field=field)
+        numeric = key != "address" and not (key == "gpus_per_variant" and value is None)
+        if numeric and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+                        or (key == "max_retries" and not isinstance(value, int))):
+            kind = "a whole number" if key == "max_retries" else "a number"
+            raise ConfigError(f"must be {kind} >= 0, got {value!r}", file=path, line=line, field=field)
+    return RaySpec(**raw)
 
 
 def _variant(i: int, raw: Any, base: dict[str, Any], grid_dir: Path, path: Path,

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -40,7 +41,8 @@ from vlmtune.errors import VlmtuneError
 if TYPE_CHECKING:
     from vlmtune.train.tracking import Tracking
 
-__all__ = ["GridOutcome", "Grid", "Variant", "load_grid", "run_grid", "is_finished", "summary_table"]
+__all__ = ["GridOutcome", "Grid", "Variant", "load_grid", "run_grid", "is_finished", "summary_table",
+           "start_grid", "attempt_variant", "finish_grid", "raise_failures"]
 
 TrainFn = Callable[..., Path]
 _FULL_REPORT_ONLY = ("trainable params", "train samples/s", "MFU", "size on disk", "latency")  # terminal is narrow
@@ -167,6 +169,58 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
 
 
+def start_grid(grid: Grid, console: Console) -> tuple[GridOutcome, list[Variant]]:
+    """Record the grid in its directory; mark finished variants skipped; return the rest in order."""
+    grid.dir.mkdir(parents=True, exist_ok=True)
+    write_text(grid.dir / "grid.yaml", yaml.safe_dump(_grid_record(grid), sort_keys=False))
+    outcome, todo = GridOutcome(grid), []
+    for k, variant in enumerate(grid.variants, 1):
+        if not is_finished(variant):
+            todo.append(variant)
+            continue
+        drift = _config_drift(variant)
+        note = (f" [yellow](config changed since: {'; '.join(drift[:3])}; delete {variant.run_dir} "
+                f"to re-run it)[/yellow]") if drift else ""
+        console.print(f"[bold][{k}/{len(grid.variants)}][/bold] {variant.name}: finished, skipped{note}")
+        outcome.status[variant.name] = "skipped"
+    return outcome, todo
+
+
+def attempt_variant(variant: Variant, train_fn: TrainFn, evaluate_fn: EvaluateFn) -> str | None:
+    """Run one variant: None when it finished, else its one-line error (Ctrl-C propagates).
+
+    Serial and Ray grids both go through here, so a variant fails the same way in both.
+    """
+    try:
+        run_variant(variant, train_fn, evaluate_fn)
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # one broken variant must not cost the others
+        return _describe(err)
+    return None
+
+
+def finish_grid(outcome: GridOutcome, console: Console, build: bool, tracking: Tracking | None = None) -> None:
+    """Write the report and the summary (and hand the report to the grid's tracked run)."""
+    grid = outcome.grid
+    if build:
+        from vlmtune.report import build_report
+
+        outcome.report = build_report(grid.dir)
+        console.print(summary_table(grid.dir, outcome.status))
+        console.print(f"report: {outcome.report['html']}  {outcome.report['md']}")
+        for path in outcome.report.values() if tracking else ():
+            tracking.artifact(path)
+
+
+def raise_failures(outcome: GridOutcome) -> GridOutcome:
+    """The outcome, or one error naming every failed variant."""
+    if outcome.errors:
+        raise VlmtuneError(f"{len(outcome.errors)} of {len(outcome.grid.variants)} variants failed: "
+                           + "; ".join(f"{n}: {e}" for n, e in outcome.errors.items()))
+    return outcome
+
+
 def run_grid(grid: Grid, *, train_fn: TrainFn | None = None, evaluate_fn: EvaluateFn | None = None,
              console: Console | None = None, build: bool = True, gpu_mem: str | None = None) -> GridOutcome:
     """Run the unfinished variants in order, print a summary, write the report. With
@@ -174,57 +228,34 @@ def run_grid(grid: Grid, *, train_fn: TrainFn | None = None, evaluate_fn: Evalua
     console = console or Console(stderr=True)
     train_fn = train_fn or _default_train()
     evaluate_fn = evaluate_fn or _default_evaluate()
-    grid.dir.mkdir(parents=True, exist_ok=True)
-    write_text(grid.dir / "grid.yaml", yaml.safe_dump(_grid_record(grid), sort_keys=False))
+    outcome, todo = start_grid(grid, console)
     if gpu_mem:
         preflight_grid(grid, gpu_mem, console)
-    outcome = GridOutcome(grid)
     tracking = _grid_tracking(grid)
     failed = True
     try:
         with tracking.parent_of_children() if tracking else nullcontext():
-            _run_variants(grid, outcome, train_fn, evaluate_fn, console)
-        if build:
-            from vlmtune.report import build_report
-
-            outcome.report = build_report(grid.dir)
-            console.print(summary_table(grid.dir, outcome.status))
-            console.print(f"report: {outcome.report['html']}  {outcome.report['md']}")
-            for path in outcome.report.values() if tracking else ():
-                tracking.artifact(path)
+            _run_variants(todo, outcome, train_fn, evaluate_fn, console)
+        finish_grid(outcome, console, build, tracking)
         failed = bool(outcome.errors)
     finally:
         if tracking:
             tracking.close(failed=failed)
-    if outcome.errors:
-        raise VlmtuneError(f"{len(outcome.errors)} of {len(grid.variants)} variants failed: "
-                           + "; ".join(f"{n}: {e}" for n, e in outcome.errors.items()))
-    return outcome
+    return raise_failures(outcome)
 
 
-def _run_variants(grid: Grid, outcome: GridOutcome, train_fn: TrainFn, evaluate_fn: EvaluateFn,
+def _run_variants(todo: list[Variant], outcome: GridOutcome, train_fn: TrainFn, evaluate_fn: EvaluateFn,
                   console: Console) -> None:
-    total = len(grid.variants)
+    total = len(outcome.grid.variants)
     started = time.perf_counter()
-    for k, variant in enumerate(grid.variants, 1):
-        head = f"[bold][{k}/{total}][/bold] {variant.name}"
-        if is_finished(variant):
-            drift = _config_drift(variant)
-            note = (f" [yellow](config changed since: {'; '.join(drift[:3])}; delete {variant.run_dir} "
-                    f"to re-run it)[/yellow]") if drift else ""
-            console.print(f"{head}: finished, skipped{note}")
-            outcome.status[variant.name] = "skipped"
-            continue
+    for variant in todo:
+        head = f"[bold][{variant.index + 1}/{total}][/bold] {variant.name}"
         console.rule(f"{head}: {'train + eval' if variant.trains else 'eval only'} -> {variant.run_dir}")
         t0 = time.perf_counter()
-        try:
-            run_variant(variant, train_fn, evaluate_fn)
-        except KeyboardInterrupt:
-            raise
-        except Exception as err:  # one broken variant must not cost the others
-            outcome.status[variant.name] = "failed"
-            outcome.errors[variant.name] = _describe(err)
-            console.print(f"[red]{variant.name} failed:[/red] {outcome.errors[variant.name]}", highlight=False)
+        error = attempt_variant(variant, train_fn, evaluate_fn)
+        if error is not None:
+            outcome.status[variant.name], outcome.errors[variant.name] = "failed", error
+            console.print(f"[red]{variant.name} failed:[/red] {escape(error)}", highlight=False)
             continue
         outcome.status[variant.name] = "done"
         console.print(f"{head}: done in {time.perf_counter() - t0:.0f}s "

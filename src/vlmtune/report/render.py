@@ -26,6 +26,7 @@ from vlmtune.report.read import load_grid_runs
 from vlmtune.report.plots import draw_all
 from vlmtune.report.samples import pick_items
 from vlmtune.report.stats import Z, mean_se
+from vlmtune.report.sweep import answers as sweep_answers, plots as sweep_plots, rows as sweep_rows, sweep_view
 from vlmtune.report.summary import GridView, display, summarize
 from vlmtune.report.table import memory_kinds, table_rows
 from vlmtune.report.verdict import Learnt, num, verdict
@@ -115,15 +116,20 @@ def fit_notes(grid_dir: Path) -> list[str]:
 
 
 def context(grid_dir: Path, per_task: int) -> dict[str, Any]:
-    view = summarize(load_grid_runs(grid_dir))
+    runs = load_grid_runs(grid_dir)
+    view = summarize(runs)
     header, rows = table_rows(view)
     rank_head, rank_body = rank_rows(view)
     plots = draw_all(view) + [p for p in (rank_plot(view),) if p is not None]
+    sweep = sweep_view(grid_dir, runs)
+    sweep_head, sweep_body = sweep_rows(sweep) if sweep else ([], [])
+    plots += sweep_plots(sweep) if sweep else []
     return {"title": f"vlmtune report: {grid_dir.name}", "grid": grid_dir.name, "header": header,
             "rows": rows, "plots": plots, "items": pick_items(view, per_task),
             "verdicts": verdicts(view), "notes": notes(view) + fit_notes(grid_dir), "view": view,
             "vision_header": VISION_HEADER, "vision_rows": vision_rows(view),
-            "rank_header": rank_head, "rank_rows": rank_body, "format_findings": format_findings(view),
+            "rank_header": rank_head, "rank_rows": rank_body, "sweep_answers": sweep_answers(sweep) if sweep else [],
+            "sweep_header": sweep_head, "sweep_rows": sweep_body, "format_findings": format_findings(view),
             "built": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "thumbs": THUMBS}
 
 

@@ -18,7 +18,7 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import yaml
@@ -176,7 +176,11 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return out
 
 
-def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> Path:
+def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False,
+          on_step: Callable[[int, int, dict[str, Any]], None] | None = None) -> Path:
+    """Train one run into ``cfg.run_dir``. ``on_step(done, total, row)`` is told after every
+    optimizer step and after the final validation (``row`` has ``val_loss`` when it was
+    measured): how a grid's progress table and a sweep's early stopping follow a run."""
     if not cfg.data.train:
         raise VlmtuneError("data.train: no training set given")
     check_trackers(cfg.train.report_to)
@@ -290,12 +294,16 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False) -> P
             if done % t.log_every == 0 or done == plan.total_steps or "val_loss" in row:
                 log.record(done, row)
             log.advance(done, loss_value, meter.samples_per_s, meter.mfu)
+            if on_step is not None and main:
+                on_step(done, plan.total_steps, row)
             if done % t.checkpoint_every == 0 or done == plan.total_steps:
                 _checkpoint(run, done, model, optimizer, scheduler, accelerator, meter, plan, t.keep_checkpoints)
         final_val = None
         if val_data is not None:
             final_val = validation_loss(model, val_data, collate, t.batch_size, accelerator.device)
             log.record(plan.total_steps, {"val_loss": final_val})
+            if on_step is not None and main:
+                on_step(plan.total_steps, plan.total_steps, {"val_loss": final_val, "final": True})
         cache.close()
         accelerator.wait_for_everyone()
         full = dist.full_state_dict(accelerator, model)  # every process takes part in gathering shards
