@@ -3,7 +3,9 @@
 Why left padding: every row's prompt must end at the same position so that new tokens are
 appended after real text, not after pads; the attention mask hides the pads. Greedy
 decoding is deterministic, so a batch gives the same answers as one prompt at a time
-(tested), only faster.
+(tested), only faster. The text every row of a batch starts with (system turn, opening of the
+user turn) is prefilled once and its KV cache shared (:mod:`vlmtune.evaluate.prefix`), for
+the families where that is exact (``Family.prefix_share``).
 
 Example:
     >>> gen = Generator(model, processor, family, max_new_tokens=16)  # doctest: +SKIP
