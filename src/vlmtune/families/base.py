@@ -40,6 +40,8 @@ class Family:
     packing: str | None = None  # "1d" (plain positions) | "mrope" (Qwen 3-D positions) | None: unsupported
     packing_why: str = "not verified for this family"
     video: bool = False  # the processor and model take videos ({"type": "video"} parts)
+    prefix_share: bool = True  # batched eval may prefill the rows' common leading text once
+    prefix_share_why: str = ""  # why not, when prefix_share is False
 
     def prefixes(self, role: str) -> tuple[str, ...]:
         return getattr(self, role)

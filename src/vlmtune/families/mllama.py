@@ -9,5 +9,8 @@ MLLAMA = Family("Mllama", ("mllama",), vision=("model.vision_model",),
                 projector=("model.multi_modal_projector",),
                 language=("model.language_model", "lm_head"),
                 vision_cache=False, vision_cache_why="image features enter through cross-attention layers",
-                packing_why="its cross-attention mask is per row")
+                packing_why="its cross-attention mask is per row",
+                prefix_share=False,
+                prefix_share_why="measured not exact (logits differ): images enter through cross-attention "
+                                 "states set up by the first forward")
 FAMILIES = (MLLAMA,)
