@@ -1,5 +1,6 @@
-"""``train.report_to``: a real MLflow tracking server (sqlite backend, started here) and W&B in
-offline mode receive the params, the metrics.jsonl rows, resources.json and a grid's report."""
+"""``train.report_to``: a real MLflow tracking server (sqlite backend, started here), W&B in
+offline mode and trackio's local store receive the params, the metrics.jsonl rows,
+resources.json and a grid's report."""
 
 from __future__ import annotations
 
@@ -186,6 +187,106 @@ def test_grid_is_a_parent_with_one_child_per_variant(tracked, tiny_factory, shap
     assert sorted(a.path for a in tracked.list_artifacts(parent.info.run_id)) == ["report.html", "report.md"]
 
 
+@pytest.fixture
+def trackio_store(monkeypatch, tmp_path):
+    """trackio's ``SQLiteStorage`` over a tmp ``TRACKIO_DIR``. trackio reads the variable when
+    imported, so its modules are dropped before (and after) the test and imported afresh."""
+    def forget():
+        for module in [m for m in sys.modules if m == "trackio" or m.startswith("trackio.")]:
+            del sys.modules[module]
+
+    monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))
+    monkeypatch.setenv("TRACKIO_STORAGE_MODE", "sqlite")
+    for name in ("TRACKIO_SPACE_ID", "TRACKIO_SERVER_URL"):
+        monkeypatch.delenv(name, raising=False)
+    forget()
+    from trackio.sqlite_storage import SQLiteStorage
+
+    yield SQLiteStorage
+    forget()
+
+
+def test_trackio_gets_params_metrics_resources_and_resumes(trackio_store, tiny_factory, run_config,
+                                                           crash_after_checkpoint, tmp_path):
+    from vlmtune.train import train
+
+    cfg = run_config(tiny_factory("qwen2_vl"), name="tracked", train={
+        "max_steps": 4, "checkpoint_every": 2, "report_to": ["trackio"], "project": "trackio-test"})
+    with crash_after_checkpoint(2):
+        train(cfg)
+    first = json.loads((cfg.run_dir / "tracking.json").read_text())["trackio"]["id"]
+    train(cfg, resume=True)
+    assert json.loads((cfg.run_dir / "tracking.json").read_text())["trackio"]["id"] == first
+    assert (tmp_path / "trackio" / "trackio-test.db").is_file()
+
+    [record] = trackio_store.get_run_records("trackio-test")
+    assert (record["id"], record["name"]) == (first, "tracked")
+    logged = [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = trackio_store.get_logs("trackio-test", run_id=first)
+    assert [(r["step"], r["loss"]) for r in rows if "loss" in r] == \
+        [(r["step"], pytest.approx(r["loss"])) for r in logged if "loss" in r]
+    assert [r["step"] for r in logged if "loss" in r] == [1, 2, 3, 4]
+    config = trackio_store.get_run_config("trackio-test", run_id=first)
+    assert config["method.r"] == 8 and config["train.max_steps"] == 4 and config["_Group"] is None
+    resources = json.loads((cfg.run_dir / "resources.json").read_text())
+    assert [r["resources/trainable_params"] for r in rows if "resources/trainable_params" in r] == \
+        [resources["trainable_params"]]
+    output = trackio_store.get_run_artifacts("trackio-test", "tracked", first)["output"]
+    assert [(a["name"], a["type"]) for a in output] == [("tracked-resources.json", "resources")]
+    [alert] = trackio_store.get_alerts("trackio-test")  # the crash, flagged on the run
+    assert (alert["run"], alert["level"], alert["step"]) == ("tracked", "error", 2)
+
+
+def test_trackio_grid_runs_share_the_grid_group(trackio_store, tiny_factory, shapes_data, tmp_path):
+    from vlmtune.compare import compare
+
+    grid = {"name": "tio-grid", "out_dir": str(tmp_path / "runs"),
+            "base": {"model": {"path": str(tiny_factory("qwen2_vl"))},
+                     "data": {"train": str(shapes_data / "train_vqa.jsonl"), "max_length": 512},
+                     "train": {"max_steps": 2, "batch_size": 2, "report_to": ["trackio"], "project": "tio-grid"},
+                     "eval": {"test": str(shapes_data / "test_vqa.jsonl"), "max_new_tokens": 2, "max_samples": 2}},
+            "variants": [{"name": "baseline", "train": False}, {"name": "lora", "method": {"kind": "lora", "r": 4}}]}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    compare(path)
+
+    runs = {r["name"]: r["id"] for r in trackio_store.get_run_records("tio-grid")}
+    assert sorted(runs) == ["baseline", "lora", "tio-grid"]
+    configs = {n: trackio_store.get_run_config("tio-grid", run_id=i) for n, i in runs.items()}
+    assert {n: c["_Group"] for n, c in configs.items()} == dict.fromkeys(runs, "tio-grid")
+    assert configs["lora"]["method.r"] == 4 and configs["tio-grid"]["grid.variants"] == "baseline,lora"
+    for name in ("baseline", "lora"):
+        scores = json.loads((tmp_path / "runs" / "tio-grid" / name / "metrics.json").read_text())
+        rows = trackio_store.get_logs("tio-grid", run_id=runs[name])
+        assert [r["eval/tasks/vqa/exact_match"] for r in rows if "eval/tasks/vqa/exact_match" in r] == \
+            [scores["tasks"]["vqa"]["exact_match"]], name
+    lora_steps = [r["step"] for r in trackio_store.get_logs("tio-grid", run_id=runs["lora"]) if "loss" in r]
+    assert lora_steps == [1, 2]
+    output = trackio_store.get_run_artifacts("tio-grid", "tio-grid", runs["tio-grid"])["output"]
+    assert sorted(a["type"] for a in output) == ["report", "report"]
+
+
+def test_trackio_reopen_never_writes_into_a_newer_run_of_the_same_name(trackio_store, tmp_path):
+    from vlmtune.train.tracking import Tracking
+
+    first = Tracking(["trackio"], tmp_path / "a", "lora", "reuse", params={"method.r": 4}).open()
+    first.metrics({"loss": 1.0}, step=1)
+    first.close()
+    newer = Tracking(["trackio"], tmp_path / "b", "lora", "reuse").open()  # another grid's "lora"
+    newer.metrics({"loss": 5.0}, step=1)
+    newer.close()
+    reopened = Tracking(["trackio"], tmp_path / "a", "lora", "reuse")
+    with pytest.warns(UserWarning, match="a newer run named 'lora'"):
+        reopened.open()
+    reopened.metrics({"loss": 0.5}, step=2)
+    reopened.close()
+
+    ids = [json.loads((tmp_path / d / "tracking.json").read_text())["trackio"]["id"] for d in "ab"]
+    assert len(set(ids)) == 2 and len(trackio_store.get_run_records("reuse")) == 3
+    assert [r["loss"] for r in trackio_store.get_logs("reuse", run_id=ids[1]) if "loss" in r] == [5.0]
+    assert [r["loss"] for r in trackio_store.get_logs("reuse", run_id=ids[0]) if "loss" in r] == [0.5]
+
+
 def test_missing_tracker_is_a_one_line_config_error(monkeypatch):
     import importlib.util
 
@@ -193,3 +294,6 @@ def test_missing_tracker_is_a_one_line_config_error(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
     with pytest.raises(ConfigError, match=r"train.report_to: mlflow is not installed; pip install 'vlmtune\[mlflow\]'"):
         check_installed(["tensorboard", "mlflow"])
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "trackio" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"trackio is not installed; pip install 'vlmtune\[trackio\]'"):
+        check_installed(["trackio"])

@@ -124,9 +124,9 @@ class TrainConfig(_Section):
     # the loss changes by rounding only
     compile: bool = False
     # Where metrics go besides metrics.jsonl (vlmtune.train.tracking): each tracker receives params, metrics,
-    # resources.json and (grids) the report; mlflow/wandb read their own env (MLFLOW_TRACKING_URI, WANDB_MODE)
-    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = ["tensorboard"]
-    project: str = Field("vlmtune", min_length=1)  # MLflow experiment / W&B project
+    # resources.json and (grids) the report; each reads its own env (MLFLOW_TRACKING_URI, WANDB_MODE, TRACKIO_DIR)
+    report_to: list[Literal["tensorboard", "mlflow", "wandb", "trackio"]] = ["tensorboard"]
+    project: str = Field("vlmtune", min_length=1)  # MLflow experiment / W&B or trackio project
 
 
 class EvalConfig(_Section):

@@ -108,7 +108,7 @@ def track_evaluation(variant: Variant) -> None:
 
 
 def _grid_tracking(grid: Grid) -> Tracking | None:
-    """One parent run for the grid when any variant reports to MLflow or W&B."""
+    """One parent run for the grid when any variant reports to MLflow, W&B or trackio."""
     names = sorted({n for v in grid.variants for n in v.cfg.train.report_to if n != "tensorboard"})
     if not names:
         return None

@@ -1,6 +1,6 @@
-"""Experiment trackers a team already uses: ``train.report_to: [tensorboard, mlflow, wandb]``.
+"""Experiment trackers a team already uses: ``train.report_to: [tensorboard, mlflow, wandb, trackio]``.
 
-Why: a run directory is the source of truth, but teams look at MLflow or W&B dashboards.
+Why: a run directory is the source of truth, but teams look at MLflow, W&B or trackio dashboards.
 Each tracker receives what the run directory holds, from the same calls that write it:
 the resolved config flattened as params, every ``metrics.jsonl`` row at its step,
 ``resources.json`` (numbers as summary metrics, the file as an artefact) and, after a
@@ -10,10 +10,10 @@ feeds a :class:`Tracking`.
 The external run ids live in the run directory (``tracking.json``), so ``--resume`` and a
 grid's evaluation step log into the same external run instead of opening a new one.
 A grid (``vlmtune compare``) opens one parent run; while :func:`child_of` is active, every
-run opened becomes its child (MLflow ``mlflow.parentRunId``; W&B: the same ``group``).
+run opened becomes its child (MLflow ``mlflow.parentRunId``; W&B and trackio: the same ``group``).
 
 Where runs go is each library's own setting: ``MLFLOW_TRACKING_URI``, ``WANDB_MODE``,
-``WANDB_DIR``...; the experiment (MLflow) or project (W&B) is ``train.project``.
+``WANDB_DIR``, ``TRACKIO_DIR``...; the experiment (MLflow) or project (W&B, trackio) is ``train.project``.
 
 Example:
     >>> t = Tracking(["mlflow"], Path("runs/a"), "a", "vlmtune")  # doctest: +SKIP
@@ -22,21 +22,24 @@ Example:
 
 from __future__ import annotations
 
+import contextvars
 import importlib.util
 import json
+import sys
 import time
-from contextlib import contextmanager
+import warnings
+from contextlib import contextmanager, redirect_stdout
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
 from vlmtune.atomic import write_json
 from vlmtune.errors import ConfigError
-# Function-level imports: TensorBoard's writer, mlflow and wandb are slow (or optional) and load only
+# Function-level imports: TensorBoard's writer, mlflow, wandb and trackio are slow (or optional) and load only
 # when a run reports to them.
 
 RECORD = "tracking.json"  # backend -> external run id, in the run (or grid) directory
-_MODULE = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
+_MODULE = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb", "trackio": "trackio"}
 _PARENT: ContextVar[dict[str, Any] | None] = ContextVar("vlmtune_tracking_parent", default=None)
 
 
@@ -168,6 +171,65 @@ class WandbTracker:
         self._run.finish(exit_code=1 if failed else 0)
 
 
+class TrackioTracker:
+    """A trackio run, local by default (a SQLite file per project under ``TRACKIO_DIR``, default
+    ``~/.cache/huggingface/trackio``; ``trackio show`` is its dashboard). It goes to a Space or a
+    server only when the user's env says so (``TRACKIO_SPACE_ID``, ``TRACKIO_SERVER_URL``).
+
+    trackio has no parent runs: a grid and its variants share a ``group``. ``trackio.init``
+    finishes the module's current run, and a grid holds its run and a variant's open at once,
+    so each run is started in an empty :mod:`contextvars` context (the current run lives in
+    one) and used through its ``Run`` object only. trackio stores a run's config with its
+    first logged row, so a new run logs an empty row at step 0; it resumes runs by name, so a
+    reopened run whose name a newer run has taken since starts afresh (with a warning) rather
+    than logging into the other one. Runs have no status: a failed run gets an error alert.
+    trackio reports its own failures as warnings and keeps going (its design, not ours).
+    """
+
+    def __init__(self, name: str, project: str, ids: dict[str, Any], parent: dict[str, Any] | None,
+                 kind: str, params: dict[str, Any]):
+        group = ids.get("group") or (parent or {}).get("group") or (name if kind == "grid" else None)
+        self._config = {k: v for k, v in params.items() if not k.startswith("_")}  # "_" keys are trackio's
+        self._run = self._init(name, project, group, "allow" if ids.get("id") else "never")
+        if ids.get("id") and self._run.id != ids["id"]:
+            warnings.warn(f"trackio: a newer run named {name!r} exists in project {project!r}; "
+                          f"logging to a new run instead of resuming {ids['id']}", stacklevel=2)
+            self._finish(self._run)
+            self._run = self._init(name, project, group, "never")
+        self.ids = {"id": self._run.id, "group": group}
+
+    def _init(self, name: str, project: str, group: str | None, resume: str) -> Any:
+        import trackio
+
+        with redirect_stdout(sys.stderr):  # its banner is not our stdout's data
+            return contextvars.Context().run(trackio.init, project=project, name=name, group=group,
+                                             config=self._config, resume=resume, embed=False)
+
+    @staticmethod
+    def _finish(run: Any) -> None:
+        with redirect_stdout(sys.stderr):
+            run.finish()
+
+    def params(self, values: dict[str, Any]) -> None:
+        self._run.config.update({k: v for k, v in values.items() if not k.startswith("_")})
+        self._run.log({}, step=0)  # carries the config (and group) into trackio's storage
+
+    def metrics(self, values: dict[str, float], step: int | None) -> None:
+        self._run.log(values, step=step)  # step None: trackio's next step (after the last one)
+
+    def artifact(self, path: Path) -> None:
+        safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in f"{self._run.name}-{path.name}")
+        self._run.log_artifact(path, name=safe, type=path.stem)
+
+    def close(self, failed: bool) -> None:
+        if failed:
+            import trackio
+
+            with redirect_stdout(sys.stderr):
+                self._run.alert("vlmtune run failed", level=trackio.AlertLevel.ERROR)
+        self._finish(self._run)
+
+
 class Tracking:
     """The trackers of one run (or grid) directory, opened together, fed together.
 
@@ -203,6 +265,8 @@ class Tracking:
             return TensorBoardTracker(self.where, self.start_step)
         if name == "mlflow":
             return MlflowTracker(self.name, self.project, ids, parent)
+        if name == "trackio":
+            return TrackioTracker(self.name, self.project, ids, parent, self.kind, self.params)
         return WandbTracker(self.name, self.project, ids, parent, self.where, self.kind)
 
     def metrics(self, values: dict[str, Any], step: int | None = None) -> None:
