@@ -129,7 +129,10 @@ def build_tiny(
 ) -> Path:
     """Write a tiny, randomly initialised checkpoint of ``family`` into ``out_dir``.
 
-    ``family`` is a transformers ``model_type`` from ``TINY_FAMILIES``. ``hidden`` (a
+    ``family`` is a transformers ``model_type``: ``TINY_FAMILIES`` have hand-tuned recipes,
+    any other is generated from its config and processor classes
+    (:func:`vlmtune.testing.generic.build_generic`, which ignores ``image_size``, ``corpus``
+    and ``kv_heads``). ``hidden`` (a
     multiple of 16) and ``layers`` apply to both towers; ``image_size`` (a multiple of 16)
     is the side the image processor resizes to (default per family, 32 or 64 px);
     ``corpus`` replaces the built-in tokenizer corpus; ``kv_heads`` (dividing hidden/16)
@@ -142,7 +145,15 @@ def build_tiny(
     """
     recipes = _registry()
     if family not in recipes:
-        raise ValueError(f"unknown tiny family {family!r}; choose one of {', '.join(TINY_FAMILIES)}")
+        from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+        from vlmtune.testing.generic import build_generic
+
+        if family not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+            raise ValueError(f"unknown tiny family {family!r}: not an image-text-to-text model_type of "
+                             f"this transformers (see docs/models.md)")
+
+        return build_generic(family, out_dir, hidden=hidden, layers=layers, seed=seed, vocab_size=vocab_size)
     recipe = recipes[family]
     dims = Dims(hidden=hidden, layers=layers, image_size=image_size or DEFAULT_IMAGE_SIZE[family],
                 text_kv_heads=kv_heads)
