@@ -5,7 +5,7 @@ Usage: PYTHONPATH=src python scripts/write_models_doc.py
 from pathlib import Path
 
 from vlmtune.atomic import write_text
-from vlmtune.families.table import render_models_md
+from vlmtune.testing.models_doc import render_models_md
 
 out = Path(__file__).resolve().parents[1] / "docs" / "models.md"
 write_text(out, render_models_md())

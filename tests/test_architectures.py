@@ -52,7 +52,7 @@ def test_supported_count_does_not_regress():
 def test_models_doc_is_current():
     from pathlib import Path
 
-    from vlmtune.families.table import render_models_md
+    from vlmtune.testing.models_doc import render_models_md
 
     doc = Path(__file__).resolve().parents[1] / "docs" / "models.md"
     assert doc.read_text() == render_models_md(), "run: PYTHONPATH=src python scripts/write_models_doc.py"

@@ -322,14 +322,14 @@ def fit_image_tokens(model, processor) -> None:
 def build_generic(model_type: str, out_dir: str | Path, *, hidden: int = 32, layers: int = 2,
                   seed: int = 0, vocab_size: int = 1024) -> Path:
     """Write a tiny random checkpoint of any supported ``model_type`` (config + processor)."""
-    from vlmtune.testing.tiny import _generation_config, _init_model
+    from vlmtune.testing.init import generation_config, init_model
 
     ov = override_for(model_type)
     processor, config = tiny_config(
         model_type, lambda size, d: build_processor(model_type, ov, size, d, vocab_size), ov, hidden, layers)
-    model = _init_model(config, seed, ov.post_init)
+    model = init_model(config, seed, ov.post_init)
     fit_image_tokens(model, processor)
-    model.generation_config = _generation_config(processor.tokenizer, ())
+    model.generation_config = generation_config(processor.tokenizer, ())
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)

@@ -54,6 +54,7 @@ from pathlib import Path
 
 from vlmtune.testing import recipes_gemma, recipes_idefics, recipes_llava, recipes_qwen, recipes_tiles
 from vlmtune.testing.spec import Dims, Recipe
+from vlmtune.testing.init import generation_config, init_model
 from vlmtune.testing.tokenizer import build_hf_tokenizer
 
 TINY_FAMILIES: tuple[str, ...] = (
@@ -87,32 +88,6 @@ def _registry() -> dict[str, Recipe]:
     for module in (recipes_qwen, recipes_llava, recipes_idefics, recipes_gemma, recipes_tiles):
         table.update(module.recipes())
     return table
-
-
-def _generation_config(tokenizer, stop_tokens: tuple[str, ...]):
-    """Generation defaults: stop on EOS and the family's end-of-turn tokens, pad with ``pad_token``."""
-    from transformers import GenerationConfig
-
-    stops = [tokenizer.eos_token_id, *(tokenizer.convert_tokens_to_ids(t) for t in stop_tokens)]
-    stops = list(dict.fromkeys(stops))
-    return GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=stops[0] if len(stops) == 1 else stops,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-
-
-def _init_model(config, seed: int, post_init):
-    """Random-init the model with ``seed`` without disturbing the caller's RNG state."""
-    import torch
-    from transformers import AutoModelForImageTextToText
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = AutoModelForImageTextToText.from_config(config)
-        if post_init is not None:
-            post_init(model)
-    return model
 
 
 def build_tiny(
@@ -160,8 +135,8 @@ def build_tiny(
     tokenizer = build_hf_tokenizer(recipe.tokens, corpus, vocab_size)
     processor = recipe.processor(tokenizer, recipe.template, dims)
     config = recipe.config(processor.tokenizer, dims)
-    model = _init_model(config, seed, recipe.post_init)
-    model.generation_config = _generation_config(processor.tokenizer, recipe.stop_tokens)
+    model = init_model(config, seed, recipe.post_init)
+    model.generation_config = generation_config(processor.tokenizer, recipe.stop_tokens)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
