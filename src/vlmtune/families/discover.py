@@ -5,8 +5,10 @@ Why: transformers 5 names the parts of a chat VLM consistently (``model.visual``
 ``visual.merger``; ``language_model`` / ``text_model``; ``lm_head``), so the roles of a
 new architecture can be read off a parameter-free (meta-device) build of its config
 instead of being written by hand. Hand-written files in this package remain for real
-quirks only. Speed features that must not change the loss (vision cache, packing) stay
-off for a discovered family, with the reason, until a test verifies them.
+quirks only. Speed features that must be exact (vision cache, packing, the shared-prefix
+prefill of batched eval) stay off for a discovered family, with the reason, until a test
+verifies them: the prefill, for one, crashes on linear-attention caches (Qwen3.5) and
+changes Ovis2.5's greedy answers.
 
 Example:
     >>> fam = discover_family(AutoConfig.for_model("aya_vision"))    # doctest: +SKIP
@@ -94,4 +96,5 @@ def discover_family(config: Any) -> Family:
     return Family(type(model).__name__.removesuffix("ForConditionalGeneration"), (config.model_type,),
                   **roles, lora_targets=language_targets(model, probe), vision_cache=False,
                   vision_cache_why=NOT_VERIFIED, packing=None, packing_why=NOT_VERIFIED,
+                  prefix_share=False, prefix_share_why=NOT_VERIFIED,
                   notes="roles discovered from the module tree")
