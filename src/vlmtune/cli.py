@@ -346,7 +346,8 @@ def diagnose_curve(config: Path = typer.Argument(..., help="run config YAML"),
 
 
 @zoo_app.command("tiny")
-def zoo_tiny(family: str = typer.Argument(..., help="model_type, e.g. qwen2_vl, llava, idefics3"),
+def zoo_tiny(family: str = typer.Argument(..., help="model_type, e.g. qwen2_vl, gemma4, glm4v_moe "
+                                          "(any supported one in docs/models.md)"),
              out: Path = typer.Option(..., "--out", help="checkpoint directory to write"),
              hidden: int = typer.Option(64, "--hidden", help="width of both towers (multiple of 16)"),
              kv_heads: int = typer.Option(2, "--kv-heads", help="decoder key/value heads"),
@@ -355,8 +356,13 @@ def zoo_tiny(family: str = typer.Argument(..., help="model_type, e.g. qwen2_vl, 
 
     The defaults (hidden 64, 2 KV heads) suit bitsandbytes' CPU kernels, so QLoRA runs too.
     """
+    from vlmtune.families import REGISTRY, classification
     from vlmtune.testing import build_tiny
 
+    verdict = classification().get(family)
+    if family not in REGISTRY and (verdict is None or verdict["status"] != "supported"):
+        why = verdict["reason"] if verdict else "not an image-text-to-text model_type of this transformers"
+        raise VlmtuneError(f"zoo tiny: {family!r} is not supported: {why} (see docs/models.md)")
     try:
         build_tiny(family, out, hidden=hidden, kv_heads=kv_heads, seed=seed)
     except ValueError as err:

@@ -50,6 +50,9 @@ class MethodConfig(_Section):
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
     targets: list[str] | Literal["all-linear"] | None = None  # None: the family's default
     lora_on: list[Literal["vision", "projector", "language"]] = ["language"]
+    # mixture-of-experts decoders: also adapt the experts' fused weights (PEFT target_parameters);
+    # default off: LoRA adapts attention and dense MLP linears only
+    experts: bool = False
     rslora: bool = False
     bits: Literal[4, 8] = 4
     quant_type: Literal["nf4", "fp4"] = "nf4"

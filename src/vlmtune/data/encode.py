@@ -150,12 +150,10 @@ def align(plain: list[int], expanded: list[int], replaced: frozenset[int] = froz
 
 
 def replaced_placeholders(processor: Any, text: str, expanded: list[int]) -> frozenset[int]:
-    """Placeholder ids in ``text`` that the processor replaced rather than repeated (InternVL's
-    ``<video>`` becomes ``Frame1: <img>...</img>`` blocks): :func:`align` steps over them."""
-    video = getattr(processor, "video_token", None)
-    if not isinstance(video, str) or video not in text:
-        return frozenset()
-    return frozenset({processor.tokenizer.convert_tokens_to_ids(video)} - set(expanded))
+    """Special-token ids the processor replaced rather than repeated, so absent from its output
+    (InternVL's ``<video>`` becomes ``Frame1: <img>...</img>`` blocks, Aya Vision's and Ovis2's
+    ``<image>`` becomes their own image tokens): :func:`align` steps over them."""
+    return frozenset(set(processor.tokenizer.all_special_ids) - set(expanded))
 
 
 def _labels_from_spans(processor: Any, rendered: Rendered, expanded: list[int],

@@ -24,6 +24,7 @@ import torch
 from vlmtune.data.encode import Rendered, call_processor, prompt_text
 from vlmtune.evaluate.prefix import plan_shared_prefix, prefix_cache, reset_position_state
 from vlmtune.families.base import Family
+from vlmtune.model.load import cast_floats
 
 # Fewer shared tokens than this are not worth the extra forward at batch 1.
 MIN_SHARED_TOKENS = 4
@@ -62,7 +63,8 @@ class Generator:
         prompts, batch = prompt_inputs(self.processor, self.family, conversations, images, videos)
         tok = self.processor.tokenizer
         device = next(self.model.parameters()).device
-        inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        inputs = cast_floats({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()},
+                             self.model.dtype)
         start = time.perf_counter()
         out = self._generate(inputs)
         elapsed = time.perf_counter() - start

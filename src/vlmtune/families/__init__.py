@@ -22,12 +22,44 @@ REGISTRY: dict[str, Family] = {mt: fam for fam in _ALL for mt in fam.model_types
 SUPPORTED = tuple(REGISTRY)
 
 
-def get_family(model_type: str, *, source: str | None = None) -> Family:
-    try:
+def get_family(model_type: str, *, source: str | None = None, config: Any = None) -> Family:
+    """The hand-written family of ``model_type``, else one discovered from ``config``'s module tree.
+
+    Architectures the classification (``architectures.json``) refuses fail here, at config
+    time, with the one-line reason; so do unknown ones when no ``config`` is given.
+    """
+    if model_type in REGISTRY:
         return REGISTRY[model_type]
-    except KeyError:
-        raise InputError(f"unsupported model_type {model_type!r}; vlmtune supports: "
-                         f"{', '.join(sorted(SUPPORTED))}", file=source, field="model_type") from None
+    verdict = classification().get(model_type)
+    if verdict and verdict["status"] == "refused":
+        raise InputError(f"model_type {model_type!r} is not supported: {verdict['reason']}",
+                         file=source, field="model_type")
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    if config is None or model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+        verified = set(SUPPORTED) | {mt for mt, v in classification().items() if v["status"] == "supported"}
+        raise InputError(f"unsupported model_type {model_type!r}; vlmtune supports (docs/models.md): "
+                         f"{', '.join(sorted(verified))}", file=source, field="model_type")
+    if model_type not in _DISCOVERED:
+        from vlmtune.families.discover import discover_family
+
+        try:
+            _DISCOVERED[model_type] = discover_family(config)
+        except (ValueError, ImportError) as err:
+            raise InputError(f"model_type {model_type!r}: cannot find its roles ({err})",
+                             file=source, field="model_type") from None
+    return _DISCOVERED[model_type]
+
+
+_DISCOVERED: dict[str, Family] = {}
+
+
+def classification() -> dict[str, dict]:
+    """Per architecture: ``{"status": "supported"|"refused", "reason": ...}`` (architectures.json)."""
+    import json
+    from importlib import resources
+
+    return json.loads(resources.files(__package__).joinpath("architectures.json").read_text())
 
 
 def check_video_support(samples: list[Any], family: Family, processor: Any) -> None:

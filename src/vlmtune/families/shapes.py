@@ -151,9 +151,13 @@ def _exact_shapes(path: str, trust_remote_code: bool) -> ModelShapes:
     from vlmtune.model.methods import lora_target_names
 
     config = load_config_any(path, trust_remote_code)
-    family = REGISTRY.get(config.model_type)
-    builder = AutoModelForImageTextToText if family is not None else AutoModelForCausalLM
-    family = family or _TextOnly()
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    from vlmtune.families import get_family
+
+    vlm = config.model_type in REGISTRY or config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+    builder = AutoModelForImageTextToText if vlm else AutoModelForCausalLM
+    family = get_family(config.model_type, source=str(path), config=config) if vlm else _TextOnly()
     with torch.device("meta"):
         model = builder.from_config(config, trust_remote_code=trust_remote_code)
     by_role = {"vision": 0, "projector": 0, "language": 0}
@@ -216,10 +220,25 @@ def _layer_norms(model: nn.Module, family: Any, dims: dict[str, int]) -> dict[st
     return {"hidden_norms": hidden or 2, "head_norms": head > 0}
 
 
+def active_intermediate(text: Any) -> int:
+    """MLP width a token passes through: a dense model's ``intermediate_size``; in a
+    mixture of experts, the routed experts' widths times top-k plus the shared expert's
+    (FLOPs follow the active experts; weights count all of them, from the module tree)."""
+    experts = next((getattr(text, k) for k in ("num_experts", "num_local_experts", "n_routed_experts")
+                    if isinstance(getattr(text, k, None), int)), 0)
+    expert_width = getattr(text, "moe_intermediate_size", None)
+    if not experts or not expert_width:
+        return text.intermediate_size
+    top_k = getattr(text, "num_experts_per_tok", None) or 1
+    shared = getattr(text, "shared_expert_intermediate_size", None) or 0
+    shared += (getattr(text, "n_shared_experts", None) or 0) * expert_width
+    return expert_width * top_k + shared
+
+
 def text_dims(config: Any) -> dict[str, int]:
     text = config.get_text_config()
     heads = text.num_attention_heads
-    return {"hidden": text.hidden_size, "intermediate": text.intermediate_size,
+    return {"hidden": text.hidden_size, "intermediate": active_intermediate(text),
             "layers": text.num_hidden_layers, "heads": heads,
             "kv_heads": getattr(text, "num_key_value_heads", None) or heads,
             "head_dim": getattr(text, "head_dim", None) or text.hidden_size // heads,

@@ -61,7 +61,7 @@ def load_model_config(cfg: ModelConfig) -> tuple[Any, Family, str]:
     except OSError as err:
         raise InputError(f"cannot load model config: {str(err).splitlines()[0]}{_not_local(local)}", file=path,
                          field="model.path") from None
-    return config, get_family(config.model_type, source=path), path
+    return config, get_family(config.model_type, source=path, config=config), path
 
 
 def _not_local(path: Path) -> str:
@@ -165,7 +165,23 @@ def load_base(cfg: ModelConfig, *, quantization: dict | None = None,
         return model, None, family
     processor = load_processor(path, cfg, family)
     check_vocab(model, processor, path)
+    cast_inputs_to_model_dtype(model)
     return model, processor, family
+
+
+def cast_floats(inputs: dict[str, Any], dtype: torch.dtype) -> dict[str, Any]:
+    """Floating-point tensors (pixel values) in the model's dtype; ids and masks unchanged."""
+    return {k: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dtype != dtype else v
+            for k, v in inputs.items()}
+
+
+def cast_inputs_to_model_dtype(model: Any) -> None:
+    """Some image processors emit a fixed dtype (Llama 4's: bfloat16) that a float32 model
+    on CPU cannot multiply; cast floating inputs to the model's dtype on every forward."""
+    dtype = getattr(model, "dtype", None)
+    if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+        model.register_forward_pre_hook(lambda _m, args, kwargs: (args, cast_floats(kwargs, dtype)),
+                                        with_kwargs=True)
 
 
 def check_vocab(model: Any, processor: Any, path: str) -> None:

@@ -26,6 +26,7 @@ from vlmtune.data.encode import image_token_ids
 from vlmtune.data.schema import load_samples
 from vlmtune.data.video import VideoSampling
 from vlmtune.errors import RunDirError
+from vlmtune.model.load import cast_floats
 from vlmtune.model.trained import load_trained
 
 
@@ -43,7 +44,8 @@ def probe_batch(cfg: Any, processor: Any, family: Any, model_config: Any, n: int
 @torch.no_grad()
 def logits_of(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     device = next(model.parameters()).device
-    out = model(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
+    out = model(**cast_floats({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()},
+                              model.dtype))
     mask = batch["attention_mask"].bool().to(device)
     return out.logits.float()[mask]
 

@@ -106,6 +106,17 @@ def role_modules(model: nn.Module, family: Family, role: str) -> tuple[list[str]
     return modules, loose
 
 
+def expert_parameters(model: nn.Module, family: Family) -> list[str]:
+    """Full names of the language model's fused expert weights (3-D parameters of an
+    ``experts`` module: transformers 5 stores a MoE layer's experts as one tensor each)."""
+    names = []
+    for module_name, module in model.named_modules():
+        if module_name.split(".")[-1] != "experts" or family.role_of(module_name) != "language":
+            continue
+        names += [f"{module_name}.{n}" for n, p in module.named_parameters(recurse=False) if p.ndim == 3]
+    return names
+
+
 def _add_adapters(model: nn.Module, cfg: RunConfig, family: Family) -> nn.Module:
     from peft import LoraConfig, get_peft_model
 
@@ -121,7 +132,11 @@ def _add_adapters(model: nn.Module, cfg: RunConfig, family: Family) -> nn.Module
             to_save += modules
             if loose:
                 print(f"note: {', '.join(loose)} cannot train beside adapters (not in a module of its own)")
+    experts = expert_parameters(model, family) if m.experts else []
+    if m.experts and not experts:
+        raise ValueError("method.experts: this model has no fused expert weights (not a mixture of experts)")
     lora = LoraConfig(r=m.r, lora_alpha=m.alpha, lora_dropout=m.dropout, target_modules=targets,
+                      target_parameters=experts or None,
                       use_dora=m.kind == "dora", use_rslora=m.rslora,
                       modules_to_save=to_save or None, bias="none")
     return get_peft_model(model, lora)

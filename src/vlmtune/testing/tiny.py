@@ -54,6 +54,7 @@ from pathlib import Path
 
 from vlmtune.testing import recipes_gemma, recipes_idefics, recipes_llava, recipes_qwen, recipes_tiles
 from vlmtune.testing.spec import Dims, Recipe
+from vlmtune.testing.init import generation_config, init_model
 from vlmtune.testing.tokenizer import build_hf_tokenizer
 
 TINY_FAMILIES: tuple[str, ...] = (
@@ -89,32 +90,6 @@ def _registry() -> dict[str, Recipe]:
     return table
 
 
-def _generation_config(tokenizer, stop_tokens: tuple[str, ...]):
-    """Generation defaults: stop on EOS and the family's end-of-turn tokens, pad with ``pad_token``."""
-    from transformers import GenerationConfig
-
-    stops = [tokenizer.eos_token_id, *(tokenizer.convert_tokens_to_ids(t) for t in stop_tokens)]
-    stops = list(dict.fromkeys(stops))
-    return GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=stops[0] if len(stops) == 1 else stops,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-
-
-def _init_model(config, seed: int, post_init):
-    """Random-init the model with ``seed`` without disturbing the caller's RNG state."""
-    import torch
-    from transformers import AutoModelForImageTextToText
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = AutoModelForImageTextToText.from_config(config)
-        if post_init is not None:
-            post_init(model)
-    return model
-
-
 def build_tiny(
     family: str,
     out_dir: str | Path,
@@ -129,7 +104,10 @@ def build_tiny(
 ) -> Path:
     """Write a tiny, randomly initialised checkpoint of ``family`` into ``out_dir``.
 
-    ``family`` is a transformers ``model_type`` from ``TINY_FAMILIES``. ``hidden`` (a
+    ``family`` is a transformers ``model_type``: ``TINY_FAMILIES`` have hand-tuned recipes,
+    any other is generated from its config and processor classes
+    (:func:`vlmtune.testing.generic.build_generic`, which ignores ``image_size``, ``corpus``
+    and ``kv_heads``). ``hidden`` (a
     multiple of 16) and ``layers`` apply to both towers; ``image_size`` (a multiple of 16)
     is the side the image processor resizes to (default per family, 32 or 64 px);
     ``corpus`` replaces the built-in tokenizer corpus; ``kv_heads`` (dividing hidden/16)
@@ -142,15 +120,23 @@ def build_tiny(
     """
     recipes = _registry()
     if family not in recipes:
-        raise ValueError(f"unknown tiny family {family!r}; choose one of {', '.join(TINY_FAMILIES)}")
+        from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+        from vlmtune.testing.generic import build_generic
+
+        if family not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+            raise ValueError(f"unknown tiny family {family!r}: not an image-text-to-text model_type of "
+                             f"this transformers (see docs/models.md)")
+
+        return build_generic(family, out_dir, hidden=hidden, layers=layers, seed=seed, vocab_size=vocab_size)
     recipe = recipes[family]
     dims = Dims(hidden=hidden, layers=layers, image_size=image_size or DEFAULT_IMAGE_SIZE[family],
                 text_kv_heads=kv_heads)
     tokenizer = build_hf_tokenizer(recipe.tokens, corpus, vocab_size)
     processor = recipe.processor(tokenizer, recipe.template, dims)
     config = recipe.config(processor.tokenizer, dims)
-    model = _init_model(config, seed, recipe.post_init)
-    model.generation_config = _generation_config(processor.tokenizer, recipe.stop_tokens)
+    model = init_model(config, seed, recipe.post_init)
+    model.generation_config = generation_config(processor.tokenizer, recipe.stop_tokens)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
