@@ -13,9 +13,10 @@ from the vision cache). Attention adds ``4·Lq·Lk·heads·head_dim`` per layer 
 (every score is computed, masked or not, so padding costs; a packed row pays each sample's
 own square, as ``vlmtune.train.packing.segment_attention`` computes it) and twice that backward.
 
-Rows per role: every language-model layer sees every input position (padding included);
-vision-tower layers see each image's patches; projector layers see the image tokens the
-decoder receives. Mllama's cross-attention layers are counted as linear layers only.
+Rows per role: every language-model layer sees every input position (padding included),
+except the LM head, which runs only where a label follows (``vlmtune.train.loss``; every
+position for a model whose forward has no ``logits_to_keep``); vision-tower layers see each
+image's patches; projector layers see the image tokens the decoder receives. Mllama's cross-attention layers are counted as linear layers only.
 
 Example:
     >>> counter = FlopCounter(model, family)  # doctest: +SKIP
@@ -31,7 +32,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from vlmtune.data.encode import IGNORE
 from vlmtune.families.shapes import text_dims, vision_dims
+from vlmtune.train.loss import takes_logit_mask
 
 
 @dataclass
@@ -79,6 +82,8 @@ class FlopCounter:
     def __init__(self, model: nn.Module, family: Any):
         config = getattr(model, "config", None)
         self.costs = role_costs(model, family)
+        self.head, self.head_trainable = self._split_head(model)
+        self.answer_only = takes_logit_mask(model)
         text = text_dims(config)
         self.text_attn = text["layers"] * text["heads"] * text["head_dim"]
         vision = vision_dims(config)
@@ -92,6 +97,23 @@ class FlopCounter:
         # Input gradients flow through a role when it or anything before it trains.
         self.backprop = {"vision": grads["vision"], "projector": grads["vision"] or grads["projector"],
                          "language": any(grads.values())}
+
+    def _split_head(self, model: nn.Module) -> tuple[int, int]:
+        """Take the LM head's ``in·out`` out of the language role (it sees other rows)."""
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        if not isinstance(head, nn.Linear):
+            return 0, 0
+        size = head.in_features * head.out_features
+        trainable = size if head.weight.requires_grad else 0
+        self.costs["language"].weights -= size
+        self.costs["language"].trainable -= trainable
+        return size, trainable
+
+    def _head_rows(self, batch: dict[str, Any], rows: int, seq: int) -> int:
+        labels = batch.get("labels")
+        if not self.answer_only or labels is None:
+            return rows * seq
+        return max(int((labels[:, 1:] != IGNORE).sum()), 1)  # an all-IGNORE batch still runs one row
 
     def _pass(self, role: str, rows: int, attn_pairs: int, attn_width: int) -> float:
         cost = self.costs[role]
@@ -107,6 +129,10 @@ class FlopCounter:
         rows, seq = ids.shape[:2]
         pairs = sum(n * n for n in segments) if segments else rows * seq * seq
         total = self._pass("language", rows * seq, pairs, self.text_attn)
+        head_rows = self._head_rows(batch, rows, seq)
+        total += 2 * head_rows * (self.head + self.head_trainable)
+        if self.backprop["language"]:
+            total += 2 * head_rows * self.head
         if batch.get("pixel_values") is not None:  # served from the vision cache: no vision work
             patches, pairs = self._patches(batch)
             image_tokens = int((ids == self.image_id).sum()) if self.image_id is not None else 0
