@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 
+from vlmtune.ownership import DirLock
 from vlmtune.compare.cluster import ray_session, variant_resources
 from vlmtune.compare.grid import Grid, Variant
 from vlmtune.compare.progress import Board, progress_table
@@ -56,14 +57,16 @@ def run_grid_ray(grid: Grid, *, address: str | None = None, console: Console | N
     ``gpu_mem`` flags the variants the memory plan says will not fit, as the serial grid does.
     """
     console = console or Console(stderr=True)
-    outcome, todo = start_grid(grid, console)
-    if gpu_mem:
-        preflight_grid(grid, gpu_mem, console)
-    if todo:
-        with ray_session(address or grid.ray.address, num_cpus=num_cpus) as ray:
-            _run_tasks(ray, grid, todo, outcome, console)
-    finish_grid(outcome, console, build)
-    return raise_failures(outcome)
+    grid.dir.mkdir(parents=True, exist_ok=True)
+    with DirLock(grid.dir):  # one writer per grid (the variants' tasks lock their own run dirs)
+        outcome, todo = start_grid(grid, console)
+        if gpu_mem:
+            preflight_grid(grid, gpu_mem, console)
+        if todo:
+            with ray_session(address or grid.ray.address, num_cpus=num_cpus) as ray:
+                _run_tasks(ray, grid, todo, outcome, console)
+        finish_grid(outcome, console, build)
+        return raise_failures(outcome)
 
 
 def _run_tasks(ray: Any, grid: Grid, todo: list[Variant], outcome: GridOutcome, console: Console) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from vlmtune.errors import InputError, RunDirError
+from vlmtune.rundir import CONFIG, RunDir, load_run_config
 # Function-level imports: safetensors/matplotlib and the model loader load only when a run is
 # analysed (CLI start-up).
 
@@ -47,19 +48,13 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
 
 def base_of(run: Path, base: str | Path | None = None) -> Path:
     """The base model dir: ``base`` if given, else ``model.path`` of ``run/config.yaml``."""
-    import yaml
-
     from vlmtune.model.load import resolve_model_path
 
     if base is not None:
         return Path(resolve_model_path(str(base)))
-    cfg_path = run / "config.yaml"
-    if not cfg_path.is_file():
-        raise RunDirError(f"{run}: not a run directory (no config.yaml); pass --base to name the base model")
-    cfg = yaml.safe_load(cfg_path.read_text()) or {}
-    path = (cfg.get("model") or {}).get("path")
-    if not path:
-        raise InputError("model.path: missing", file=cfg_path, field="model.path")
+    if not RunDir(run).config.is_file():
+        raise RunDirError(f"{run}: not a run directory (no {CONFIG}); pass --base to name the base model")
+    path = load_run_config(run).model.path
     return Path(resolve_model_path(str(path)))
 
 

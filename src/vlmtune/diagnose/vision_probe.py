@@ -98,7 +98,7 @@ def _test_samples(cfg: RunConfig, max_samples: int | None) -> list:
     if not path:
         raise DataError("no evaluation set: set eval.test (or data.val) in the run's config", field="eval.test")
     return load_samples(path, root=cfg.data.root, allow_outside_root=cfg.data.allow_outside_root,
-                        require_answer=False, limit=max_samples or cfg.eval.max_samples)
+                        require_answer=False, limit=max_samples or cfg.eval.max_samples, **cfg.data.image_cap)
 
 
 def probe_run(run: str | Path, *, vision_from: str | Path | None = None, max_samples: int | None = None,
