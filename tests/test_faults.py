@@ -413,7 +413,7 @@ def test_resume_falls_back_when_the_newest_checkpoint_does_not_load(run_copy, ca
 
 
 def test_ctrl_c_says_what_was_kept_and_how_to_resume(run_copy, capsys, monkeypatch):
-    from vlmtune import train as train_module
+    from vlmtune.train import loop as train_module
 
     run, cfg = run_copy
 

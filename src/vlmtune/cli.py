@@ -412,7 +412,8 @@ def zoo_build(out: Path = typer.Option(Path("tiny-shapes"), "--out", help="where
               minutes: Optional[float] = typer.Option(None, "--minutes",
                                                       help="cap training time (fewer steps; machine-dependent)"),
               work: Path = typer.Option(Path("/tmp/vlmtune-zoo-build"), "--work",
-                                        help="scratch dir for data, init and run"),
+                                        help="scratch dir for data, init and run (absent, or one a build made: "
+                                             "its stage folders are replaced)"),
               threads: int = typer.Option(1, "--threads", min=1,
                                           help="torch CPU threads; the shipped weights were built with 1 "
                                                "(2 on 2 idle cores: ~25 min instead of ~40, weights differ by "

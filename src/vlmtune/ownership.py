@@ -24,7 +24,7 @@ from vlmtune.errors import RunDirError
 
 MARKER = ".vlmtune"  # JSON {"kind": ...}: this directory was created by vlmtune
 LOCK = ".vlmtune.lock"  # flock()ed by the process writing the directory; holds its PID
-KINDS = ("run", "grid", "eval", "merged model")
+KINDS = ("run", "grid", "eval", "merged model", "zoo work")
 
 
 def marker_kind(path: Path) -> str | None:

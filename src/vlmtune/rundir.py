@@ -39,6 +39,8 @@ DATA = "data.json"
 CHECKPOINTS = "checkpoints"
 FAILED = "failed.json"
 GRID = "grid.yaml"
+RANK = "rank.json"  # vlmtune diagnose rank (full fine-tunes)
+VISION_PROBE = "vision_probe.json"  # vlmtune diagnose vision
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from vlmtune.errors import InputError, RunDirError
-from vlmtune.rundir import CONFIG, RunDir, load_run_config
+from vlmtune.rundir import CONFIG, RANK, RunDir, load_run_config
 # Function-level imports: safetensors/matplotlib and the model loader load only when a run is
 # analysed (CLI start-up).
 
@@ -161,14 +161,14 @@ def analyse_run(run: str | Path, base: str | Path | None = None, rank: int = 16)
     from vlmtune.families import get_family
 
     run = Path(run)
-    if not (run / "model").is_dir():
+    if not RunDir(run).model.is_dir():
         raise RunDirError(f"{run}: no model/ directory: rank analysis needs a full fine-tune run (method.kind: full)")
     base_dir = base_of(run, base)
     config = load_config_any(str(base_dir))
     family = get_family(config.model_type, source=str(base_dir), config=config)
-    rows = analyse(_read_weights(run / "model"), _read_weights(base_dir), family)
+    rows = analyse(_read_weights(RunDir(run).model), _read_weights(base_dir), family)
     summary = summarise(rows, rank)
     summary["base"] = str(base_dir)
     summary["plot"] = str(plot(rows, summary, run / "rank_spectrum.png"))
-    write_json(run / "rank.json", summary)
+    write_json(run / RANK, summary)
     return summary

@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from vlmtune.report.read import RunData
+from vlmtune.rundir import RANK
 from vlmtune.report.plots import Plot, _color, _figure, _png
 from vlmtune.report.summary import GridView
 from vlmtune.report.verdict import NOTHING_LEARNED
 
 # Function-level imports: the format check and rank thresholds load only when their sections render.
 
-RANK_FILE = "rank.json"
+RANK_FILE = RANK
 
 
 def rank_need(run: RunData) -> dict[str, Any] | None:

@@ -24,6 +24,7 @@ from vlmtune.report.stats import beyond_noise, difference
 from vlmtune.report.summary import GridView, display
 from vlmtune.report.table import DASH, fmt_bytes
 from vlmtune.report.verdict import Entry, Learnt, num
+from vlmtune.rundir import VISION_PROBE
 
 HEADER = ["variant", "vision tower", "step time in vision", "vision activations", "vision params",
           "probe: vision effect"]
@@ -65,7 +66,7 @@ def matched_pairs(runs: list[RunData]) -> list[tuple[RunData, RunData]]:
 
 
 def probe(run: RunData) -> dict[str, Any] | None:
-    path = run.path / "vision_probe.json"
+    path = run.path / VISION_PROBE
     return json.loads(path.read_text()) if path.is_file() else None
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmtune.atomic import write_text
+from vlmtune.ownership import DirLock, check_owned, is_empty, mark
 from vlmtune.rundir import RunDir, read_json
 from vlmtune.data.synth_tasks import NUMBER_WORDS
 from vlmtune.zoo.vision_pretrain import VisionStage
@@ -328,11 +329,16 @@ def build(out: str | Path, *, plan: BuildPlan = BuildPlan(), work: str | Path = 
     import torch
 
     out, work = Path(out), Path(work)
+    if not is_empty(work):  # the build replaces its stage folders in here: only in a folder it made
+        check_owned(work, "zoo work")
+    work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     threads = torch.get_num_threads()
     torch.set_num_threads(plan.threads)
     try:
-        return _build(out, plan, work, minutes, eval_per_task, t0, resume)
+        with DirLock(work):
+            mark(work, "zoo work")
+            return _build(out, plan, work, minutes, eval_per_task, t0, resume)
     finally:
         torch.set_num_threads(threads)
 
