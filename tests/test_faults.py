@@ -284,7 +284,8 @@ FAULTS = {
     "unclosed bracket in an override": (lambda env: ["train", env["config"](), "method.targets=[q_proj"],
                                         [r"override 'method\.targets=\[q_proj': the value is not valid YAML"]),
     "bad method.targets": (lambda env: ["train", env["config"](method__targets=["q_proj", "nope"])],
-                           [r"cfg\.yaml:\d+: method\.targets: no linear layer named \['nope'\]", r"layers there: .*q_proj"]),
+                           [r"cfg\.yaml:\d+: method\.targets: no linear layer named \['nope'\]",
+                            r"layers there: .*q_proj"]),
     "truncated safetensors": (lambda env: ["train", env["config"](model={"path": str(_copy_model(
         env, "trunc", truncate="model.safetensors"))})], [r"trunc: model\.path: cannot load the model weights"]),
     "missing safetensors": (lambda env: ["train", env["config"](model={"path": str(_copy_model(
