@@ -168,8 +168,8 @@ def _evaluate(cfg: RunConfig, run: Path | None, out: Path, claim: Any, overwrite
         raise DataError("no evaluation set: set eval.test (or data.val)", field="eval.test")
     test = _load_eval_set(test_path, cfg)
     general = _load_eval_set(cfg.eval.general, cfg) if cfg.eval.general else []
-    pool = load_samples(cfg.data.train, root=cfg.data.root, video=VideoSampling.of(cfg.data), **cfg.data.image_cap) \
-        if cfg.eval.shots and cfg.data.train else []
+    pool = (load_samples(cfg.data.train, root=cfg.data.root, video=VideoSampling.of(cfg.data), **cfg.data.image_cap)
+            if cfg.eval.shots and cfg.data.train else [])
     if cfg.eval.shots and not pool:
         raise DataError("eval.shots needs data.train to draw in-context examples from", field="data.train")
     claim()  # all input is valid: create and lock the output before the long part
