@@ -117,8 +117,8 @@ class Staging:
         refused, so a crafted dataset cannot pull arbitrary files into the output."""
         image_root = self.image_root.resolve()
         if not source.resolve().is_relative_to(image_root):
-            raise DataError(f"image {source} is outside the source dataset's folder {image_root}; "
-                            "--images-outside copy only copies images from inside it (set --image-root)",
+            raise DataError(f"{source} is outside the source dataset's folder {image_root}; --images-outside "
+                            "copy copies only files from inside it (name a wider folder with --image-root)",
                             file=file, line=line, field=field)
         rel = source.resolve().relative_to(image_root)
         target = self._image_dir() / rel
