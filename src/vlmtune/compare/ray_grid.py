@@ -34,12 +34,13 @@ from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 
-from vlmtune.ownership import DirLock
 from vlmtune.compare.cluster import ray_session, variant_resources
 from vlmtune.compare.grid import Grid, Variant
 from vlmtune.compare.progress import Board, progress_table
 from vlmtune.compare.run import (GridOutcome, attempt_variant, finish_grid, preflight_grid, raise_failures,
                                   start_grid)
+from vlmtune.ownership import DirLock
+from vlmtune.rundir import RunDir
 
 __all__ = ["run_grid_ray", "log_path"]
 
@@ -139,7 +140,7 @@ def _variant_task(variant: Variant, board: Any, log: str, threads: int) -> str |
 def _resume_note(variant: Variant) -> str:
     from vlmtune.train.checkpoint import latest_checkpoint
 
-    last = latest_checkpoint(variant.run_dir / "checkpoints")
+    last = latest_checkpoint(RunDir(variant.run_dir).checkpoints)
     if last is None:
         return "the previous attempt's worker died before its first checkpoint: starting over"
     return f"the previous attempt's worker died: resuming from checkpoint {last}"
