@@ -267,7 +267,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(setup, capsys, monkeypatc
     monkeypatch.setattr(train_module, "token_loss_sum", poisoned)
     code, message = run_cli(["train", setup["config"](train__checkpoint_every=1, train__max_steps=4)],
                             capsys, monkeypatch)
-    assert code == 2 and "loss is nan at step 3" in message and "Traceback" not in message
+    assert code == 2 and "diverged at step 3: loss is nan" in message and "Traceback" not in message
+    assert "marked failed" in message and "step-000002" in message
     kept = sorted(p.name for p in (setup["run"] / "checkpoints").iterdir())
     assert kept == ["step-000001", "step-000002"]
     from safetensors.torch import load_file

@@ -19,7 +19,7 @@ PKG = SRC / "vlmtune"
 # Left to right in the order a sample flows; a module may import its own layer or one to its left.
 LAYERS = ["foundation", "metrics", "testing", "data", "model", "train", "evaluate", "report", "diagnose",
           "compare", "zoo", "cli"]
-FOUNDATION = {"errors", "atomic", "config", "config_errors", "rundir", "families", "__init__"}
+FOUNDATION = {"errors", "atomic", "config", "config_errors", "rundir", "ownership", "families", "__init__"}
 CLI = {"cli", "cli_data", "cli_plan"}  # cli_data.py: the data subcommands, registered on cli.py's `data` group;
 # cli_plan.py: `vlmtune plan`'s many flags
 

@@ -83,7 +83,9 @@ def test_dora_and_rslora_configs(qwen, run_config):
 
 def test_unknown_target_is_a_clear_error(qwen, run_config):
     cfg = run_config(qwen, method={"targets": ["nonexistent_proj"]})
-    with pytest.raises(ValueError, match="no linear layer named"):
+    from vlmtune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"method\.targets: no linear layer named \['nonexistent_proj'\]"):
         prepare(cfg)
 
 

@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -47,12 +48,29 @@ def write_text(path: Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: such floats become null (``json.dumps`` would write a
+    bare ``NaN`` that strict readers reject). Applied through nested dicts and lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def json_line(obj: Any, **kwargs: Any) -> str:
+    """Strict JSON (non-finite floats as null), the only way vlmtune serialises JSON."""
+    return json.dumps(finite(obj), allow_nan=False, **kwargs)
+
+
 def write_json(path: Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    write_text(path, json_line(obj, indent=2, sort_keys=False) + "\n")
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
-    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_text(path, "".join(json_line(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 @contextmanager

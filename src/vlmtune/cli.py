@@ -6,6 +6,7 @@ without a traceback; set ``VLMTUNE_DEBUG=1`` to see the traceback.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -14,6 +15,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from vlmtune.cli_data import register_data_commands
 from vlmtune.cli_plan import plan
@@ -53,15 +55,38 @@ def train(config: Path = typer.Argument(..., help="run config YAML"),
 
     from vlmtune.config import located
 
+    from vlmtune.rundir import RunDir, read_json
+
     cfg = _config(config, overrides or [], trust_remote_code)
-    with located(config, overrides):
-        run = run_training(cfg, overwrite=overwrite, resume=resume)
+    try:
+        with located(config, overrides):
+            run = run_training(cfg, overwrite=overwrite, resume=resume)
+    except KeyboardInterrupt:
+        _interrupted(cfg.run_dir, f"vlmtune train {config} {' '.join(overrides or [])} --resume".replace("  ", " "))
     if int(os.environ.get("RANK", "0")) != 0:  # one summary line per launch, from the main process
         return
-    resources = json.loads((run / "resources.json").read_text())
-    console.print(f"[green]done[/green] {run}  loss {resources['final_train_loss']:.4f}  "
+    resources = read_json(RunDir(run).resources)
+    loss = resources["final_train_loss"]
+    console.print(f"[green]done[/green] {run}  loss {'n/a' if loss is None else f'{loss:.4f}'}  "
                   f"{resources['samples_per_s']:.1f} samples/s  "
                   f"peak {resources['peak_memory']['bytes'] / 2**30:.2f} GiB ({resources['peak_memory']['kind']})")
+
+
+def _interrupted(run: Path, again: str) -> None:
+    """Ctrl-C during training: say what is on disk and the command that continues."""
+    from vlmtune.train.checkpoint import latest_checkpoint
+    from vlmtune.rundir import RunDir
+
+    last = latest_checkpoint(RunDir(run).checkpoints, warn=False)
+    if not RunDir(run).config.is_file():
+        kept, again = "nothing was written", again.removesuffix(" --resume")
+    elif last:
+        kept = f"kept {run} up to its last checkpoint {last.name}"
+    else:
+        kept = f"no checkpoint was saved yet in {run} (resuming starts at step 0)"
+    console.print(f"[yellow]interrupted[/yellow]: {escape(kept)}; continue with: {escape(again)}", highlight=False,
+                  soft_wrap=True)
+    sys.exit(130)
 
 
 @app.command()
@@ -93,7 +118,7 @@ def eval_(config: Optional[Path] = typer.Argument(None, help="config YAML: evalu
                                                  help="allow the model's own Python code to run")) -> None:
     """Score a model: writes predictions.jsonl and metrics.json."""
     from vlmtune.evaluate.run import evaluate
-    from vlmtune.rundir import load_run_config
+    from vlmtune.rundir import RunDir, load_run_config
 
     if run is not None and config is not None and "=" in str(config):
         overrides, config = [str(config), *(overrides or [])], None  # `--run R key=value`
@@ -102,7 +127,7 @@ def eval_(config: Optional[Path] = typer.Argument(None, help="config YAML: evalu
     if run is not None:
         from vlmtune.config import apply_overrides
 
-        cfg = apply_overrides(load_run_config(run), overrides or [], source=run / "config.yaml")
+        cfg = apply_overrides(load_run_config(run), overrides or [], source=RunDir(run).config)
         target = out or run
     else:
         cfg = _config(config, overrides or [], trust_remote_code)
@@ -110,7 +135,7 @@ def eval_(config: Optional[Path] = typer.Argument(None, help="config YAML: evalu
         target = out or cfg.run_dir.with_name(f"{cfg.name}-{suffix}")
     from vlmtune.config import located
 
-    with located(run / "config.yaml" if run is not None else config, overrides):
+    with located(RunDir(run).config if run is not None else config, overrides):
         result = evaluate(cfg, run=run, out=target, overwrite=overwrite)
     for task, values in result["tasks"].items():
         shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items() if isinstance(v, float))
@@ -120,7 +145,7 @@ def eval_(config: Optional[Path] = typer.Argument(None, help="config YAML: evalu
             floor = ", ".join(f"{k} {v:.4g}" for k, v in prior.items() if isinstance(v, float))
             console.print(f"  constant answer {prior['answer']!r} ({prior['rule']}) to every item: {floor}",
                           highlight=False, markup=False)
-    console.print(f"wrote {target / 'predictions.jsonl'} and {target / 'metrics.json'}")
+    console.print(f"wrote {RunDir(target).predictions} and {RunDir(target).metrics}")
 
 
 @app.command()
@@ -246,8 +271,11 @@ def data_synth(out: Path = typer.Option(..., "--out", help="dataset root to writ
     """Generate the synthetic shapes world (deterministic for a seed)."""
     from vlmtune.data.synth import synth
 
-    files = synth(out, tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), n=n, seed=seed,
-                  image_size=image_size)
+    try:
+        files = synth(out, tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), n=n, seed=seed,
+                      image_size=image_size)
+    except ValueError as err:  # the arguments (n, tasks, image size): checked before anything is written
+        raise VlmtuneError(f"data synth: {err}") from None
     console.print(f"wrote {len(files)} files to {out}: " + ", ".join(sorted(p.name for p in files.values())))
 
 
@@ -384,7 +412,8 @@ def zoo_build(out: Path = typer.Option(Path("tiny-shapes"), "--out", help="where
               minutes: Optional[float] = typer.Option(None, "--minutes",
                                                       help="cap training time (fewer steps; machine-dependent)"),
               work: Path = typer.Option(Path("/tmp/vlmtune-zoo-build"), "--work",
-                                        help="scratch dir for data, init and run"),
+                                        help="scratch dir for data, init and run (absent, or one a build made: "
+                                             "its stage folders are replaced)"),
               threads: int = typer.Option(1, "--threads", min=1,
                                           help="torch CPU threads; the shipped weights were built with 1 "
                                                "(2 on 2 idle cores: ~25 min instead of ~40, weights differ by "
@@ -432,6 +461,10 @@ def _quiet_libraries() -> None:
         pass
 
 
+_DISK_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.ENOTDIR,
+                errno.EISDIR, errno.EEXIST}
+
+
 def main() -> None:
     _quiet_libraries()
     try:
@@ -439,13 +472,18 @@ def main() -> None:
     except VlmtuneError as err:
         if os.environ.get("VLMTUNE_DEBUG"):
             raise
-        from rich.markup import escape
-
         console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/yellow]")
+        console.print("[yellow]interrupted[/yellow]: files already written are complete (every write is "
+                      "atomic); re-run the command to redo the rest")
         sys.exit(130)
+    except OSError as err:  # the disk, not the code: full, read-only, no permission
+        if os.environ.get("VLMTUNE_DEBUG") or err.errno not in _DISK_ERRORS:
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        console.print(f"[red]error:[/red] {escape(where + str(err.strerror))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

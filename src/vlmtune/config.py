@@ -79,11 +79,20 @@ class DataConfig(_Section):
     max_length: int = Field(2048, ge=8)
     max_samples: int | None = Field(None, ge=1)
     allow_outside_root: bool = False
+    # images above this many pixels are shrunk on load (resize), or their sample skipped / refused;
+    # default 4096x4096, far below PIL's decompression-bomb limit (vlmtune.data.images)
+    max_image_pixels: int = Field(4096 * 4096, ge=64 * 64)
+    oversized_images: Literal["resize", "skip", "error"] = "resize"
     general: str | None = None  # general-ability training data (the forgetting control)
     mix_general: float = Field(0.0, ge=0.0, lt=1.0)  # share of the training mix drawn from `general`
     # video samples ({"type": "video"} parts): frames taken per second of video, and at most this many
     video_fps: float = Field(2.0, gt=0)
     video_max_frames: int = Field(32, ge=1)
+
+    @property
+    def image_cap(self) -> dict[str, Any]:
+        """The pixel cap as keyword arguments of ``vlmtune.data.schema.load_samples``."""
+        return {"max_image_pixels": self.max_image_pixels, "oversized_images": self.oversized_images}
 
 
 class FsdpConfig(_Section):
@@ -163,9 +172,9 @@ class RunConfig(_Section):
         m, t = self.method, self.trainable
         if self.data.mix_general > 0 and not self.data.general:
             raise ValueError("data.mix_general: needs data.general, the general-ability training set")
-        if m.kind == "freeze" and not any(self.trains_role(r) for r in ROLES):
-            raise ValueError("method.kind: freeze trains nothing: set at least one of "
-                             "trainable.vision/projector/language to true")
+        if m.kind in ("freeze", "full") and not any(self.trains_role(r) for r in ROLES):
+            raise ValueError(f"method.kind: {m.kind} trains nothing with every role frozen: set at least one "
+                             "of trainable.vision/projector/language to true")
         d = self.train.distributed
         if d == "fsdp" and m.uses_adapter:
             raise ValueError(f"train.distributed: fsdp shards full fine-tuning (method.kind full or freeze), "
@@ -213,7 +222,11 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part} is not a section")
-        node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({getattr(err, 'problem', err)}); "
+                              "quote it, e.g. key='\"text: with colon\"'") from None
     return tree
 
 

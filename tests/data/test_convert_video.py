@@ -194,7 +194,11 @@ def test_video_outside_the_root_follows_the_image_policy(root, tmp_path_factory,
         convert(src, out)
     with pytest.raises(DataError, match="--allow-outside-root"):
         convert(src, out, images_outside="keep")
-    assert convert(src, out, images_outside="copy") == 1
+    # copy takes files only from inside the source's folder (issue 14: never ../../etc/passwd):
+    # a clip elsewhere is copied once --image-root names a folder that holds it
+    with pytest.raises(DataError, match="outside the source dataset's folder"):
+        convert(src, out, images_outside="copy")
+    assert convert(src, out, images_outside="copy", image_root=elsewhere.parent) == 1
     (sample,) = check_canonical(out)
     assert sample["videos"][0].startswith("train_images/")
     assert (out.parent / sample["videos"][0]).read_bytes() == elsewhere.read_bytes()

@@ -178,6 +178,7 @@ def test_mix_sweep_variants_get_their_own_labels(fake_grid, tmp_path):
     shutil.copytree(grid / "lora-r16", grid / "mix-0.3")
     config = yaml.safe_load((grid / "mix-0.3" / "config.yaml").read_text())
     config["name"], config["data"]["mix_general"] = "mix-0.3", 0.3
+    config["data"]["general"] = "general.jsonl"  # as vlmtune writes it: a mix names its general set
     (grid / "mix-0.3" / "config.yaml").write_text(yaml.safe_dump(config))
     labels = {r.name: r.label for r in load_grid_runs(grid)}
     assert labels["lora-r16"] == "LoRA r=16" and labels["mix-0.3"] == "LoRA r=16 + 30% general"

@@ -16,7 +16,9 @@ from vlmtune.report.sweep import answers, sweep_view
 def _trial(root: Path, name: str, r: int, lr: float, scores: list[float] | None, val_loss: float) -> dict:
     run = root / name
     run.mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump({"name": name, "method": {"kind": "lora", "r": r},
+    # a config as vlmtune writes it (the report reads it typed: a model is required)
+    (run / "config.yaml").write_text(yaml.safe_dump({"name": name, "model": {"path": "tiny"},
+                                                     "method": {"kind": "lora", "r": r},
                                                      "train": {"lr": lr}, "eval": {"metrics": ["exact_match"]}}))
     (run / "metrics.jsonl").write_text(json.dumps({"step": 4, "loss": 1.0, "val_loss": val_loss}) + "\n")
     if scores is not None:

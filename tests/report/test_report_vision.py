@@ -7,6 +7,7 @@ import shutil
 
 import yaml
 
+from vlmtune.config import build_config
 from vlmtune.report import build_report
 from vlmtune.report.read import load_grid_runs
 from vlmtune.report.summary import summarize
@@ -47,11 +48,15 @@ def _grid_with_vision_variant(fake_grid, tmp_path, gain: float):
 
 
 def test_vision_modes():
-    assert vision_mode({"method": {"kind": "lora"}}, trains=True) == "frozen"
-    assert vision_mode({"method": {"kind": "lora"}, "trainable": {"vision": True}}, trains=True) == "full"
-    assert vision_mode({"method": {"kind": "full"}, "trainable": {"vision": False}}, trains=True) == "frozen"
-    assert vision_mode({"method": {"kind": "full"}}, trains=True) == "full"
-    assert vision_mode({"method": {"kind": "lora"}}, trains=False) is None
+    def cfg(**data):
+        return build_config({"name": "v", "model": {"path": "m"}, **data})
+
+    assert vision_mode(cfg(method={"kind": "lora"}), trains=True) == "frozen"
+    assert vision_mode(cfg(method={"kind": "lora"}, trainable={"vision": True}), trains=True) == "full"
+    assert vision_mode(cfg(method={"kind": "full"}, trainable={"vision": False}), trains=True) == "frozen"
+    assert vision_mode(cfg(method={"kind": "full"}), trains=True) == "full"
+    assert vision_mode(cfg(method={"kind": "lora", "lora_on": ["language", "vision"]}), trains=True) == "LoRA"
+    assert vision_mode(cfg(method={"kind": "lora"}), trains=False) is None
 
 
 def test_only_configs_that_differ_in_vision_alone_are_paired(fake_grid, tmp_path):

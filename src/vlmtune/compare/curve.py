@@ -33,6 +33,7 @@ from vlmtune.errors import InputError
 from vlmtune.report.stats import Z, beyond_noise, difference, mean_se
 from vlmtune.report.summary import display
 from vlmtune.report.verdict import num
+from vlmtune.rundir import RunDir, read_json
 # Function-level imports: matplotlib and the grid runner load only when a curve is drawn or run (CLI
 # start-up).
 
@@ -109,7 +110,7 @@ def curve_points(out: Path, names: list[str], sizes: list[int]) -> dict[str, Any
             scores = {str(r["id"]): float(r["scores"][metric]) for r in run.rows(task)
                       if isinstance((r.get("scores") or {}).get(metric), (int, float))}
             est = mean_se(list(scores.values()))
-            trained_on = ((_read_json(run.path / "data.json") or {}).get("train") or {}).get("samples", n)
+            trained_on = ((read_json(RunDir(run.path).data) or {}).get("train") or {}).get("samples", n)
             points.append({"n": n, "trained_on": trained_on,
                            "value": run.task_summary(task).get(metric, est.value), "se": est.se,
                            "noise": est.noise, "scores": scores})
@@ -118,12 +119,6 @@ def curve_points(out: Path, names: list[str], sizes: list[int]) -> dict[str, Any
             p.pop("scores")
     return {"dir": str(out), "sizes": sizes, "z": Z, "tasks": tasks,
             "answer": " ".join(t["answer"] for t in tasks.values())}
-
-
-def _read_json(path: Path) -> Any:
-    import json
-
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def answer(points: list[dict[str, Any]], metric: str) -> str:

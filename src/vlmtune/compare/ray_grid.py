@@ -39,6 +39,8 @@ from vlmtune.compare.grid import Grid, Variant
 from vlmtune.compare.progress import Board, progress_table
 from vlmtune.compare.run import (GridOutcome, attempt_variant, finish_grid, preflight_grid, raise_failures,
                                   start_grid)
+from vlmtune.ownership import DirLock
+from vlmtune.rundir import RunDir
 
 __all__ = ["run_grid_ray", "log_path"]
 
@@ -56,14 +58,16 @@ def run_grid_ray(grid: Grid, *, address: str | None = None, console: Console | N
     ``gpu_mem`` flags the variants the memory plan says will not fit, as the serial grid does.
     """
     console = console or Console(stderr=True)
-    outcome, todo = start_grid(grid, console)
-    if gpu_mem:
-        preflight_grid(grid, gpu_mem, console)
-    if todo:
-        with ray_session(address or grid.ray.address, num_cpus=num_cpus) as ray:
-            _run_tasks(ray, grid, todo, outcome, console)
-    finish_grid(outcome, console, build)
-    return raise_failures(outcome)
+    grid.dir.mkdir(parents=True, exist_ok=True)
+    with DirLock(grid.dir):  # one writer per grid (the variants' tasks lock their own run dirs)
+        outcome, todo = start_grid(grid, console)
+        if gpu_mem:
+            preflight_grid(grid, gpu_mem, console)
+        if todo:
+            with ray_session(address or grid.ray.address, num_cpus=num_cpus) as ray:
+                _run_tasks(ray, grid, todo, outcome, console)
+        finish_grid(outcome, console, build)
+        return raise_failures(outcome)
 
 
 def _run_tasks(ray: Any, grid: Grid, todo: list[Variant], outcome: GridOutcome, console: Console) -> None:
@@ -136,7 +140,7 @@ def _variant_task(variant: Variant, board: Any, log: str, threads: int) -> str |
 def _resume_note(variant: Variant) -> str:
     from vlmtune.train.checkpoint import latest_checkpoint
 
-    last = latest_checkpoint(variant.run_dir / "checkpoints")
+    last = latest_checkpoint(RunDir(variant.run_dir).checkpoints)
     if last is None:
         return "the previous attempt's worker died before its first checkpoint: starting over"
     return f"the previous attempt's worker died: resuming from checkpoint {last}"

@@ -35,6 +35,8 @@ from vlmtune.atomic import write_text
 from vlmtune.compare.grid import Grid, Variant, load_grid
 from vlmtune.config import dump_config
 from vlmtune.errors import VlmtuneError
+from vlmtune.ownership import DirLock, is_empty, mark
+from vlmtune.rundir import GRID, RunDir
 # Function-level imports: training, evaluation, trackers and the report load only when a grid runs:
 # `vlmtune compare --help` and report-only paths stay light; tests swap the defaults.
 
@@ -60,7 +62,8 @@ class GridOutcome:
 def is_finished(variant: Variant) -> bool:
     """Evaluated, and (when it trains) trained to the end."""
     run = variant.run_dir
-    return (run / "metrics.json").is_file() and (not variant.trains or (run / "resources.json").is_file())
+    paths = RunDir(run)
+    return paths.metrics.is_file() and (not variant.trains or paths.resources.is_file())
 
 
 def _default_train() -> TrainFn:
@@ -79,14 +82,17 @@ def run_variant(variant: Variant, train_fn: TrainFn, evaluate_fn: EvaluateFn) ->
     """Bring one variant to finished from whatever state its run dir is in."""
     cfg, run = variant.cfg, variant.run_dir
     if variant.trains:
-        if not (run / "resources.json").is_file():
-            run = Path(train_fn(cfg, overwrite=False, resume=run.exists()))
+        if not RunDir(run).resources.is_file():
+            run = Path(train_fn(cfg, overwrite=False, resume=not is_empty(run)))
         analyse_rank_need(run)
         evaluate_fn(cfg, run=run, out=run)
     else:
+        fresh = is_empty(run)
         run.mkdir(parents=True, exist_ok=True)
-        if not (run / "config.yaml").is_file():
-            write_text(run / "config.yaml", dump_config(cfg))
+        if fresh:
+            mark(run, "run")
+        if not RunDir(run).config.is_file():
+            write_text(RunDir(run).config, dump_config(cfg))
         evaluate_fn(cfg, run=None, out=run)
     track_evaluation(variant)
 
@@ -98,11 +104,11 @@ def track_evaluation(variant: Variant) -> None:
 
     tracking = trackers_for(variant.cfg, variant.run_dir, kind="train" if variant.trains else "eval",
                             remote_only=True)
-    if not tracking.names or not (variant.run_dir / "metrics.json").is_file():
+    if not tracking.names or not RunDir(variant.run_dir).metrics.is_file():
         return
     tracking.open()
     try:
-        tracking.summary(variant.run_dir / "metrics.json", "eval")
+        tracking.summary(RunDir(variant.run_dir).metrics, "eval")
     finally:
         tracking.close()
 
@@ -133,7 +139,7 @@ def analyse_rank_need(run: Path, console: Console | None = None) -> None:
     from vlmtune.atomic import dir_bytes
     from vlmtune.report.diagnostics import RANK_FILE
 
-    model = run / "model"
+    model = RunDir(run).model
     if not model.is_dir() or (run / RANK_FILE).is_file():
         return
     console = console or Console(stderr=True)
@@ -152,7 +158,7 @@ def analyse_rank_need(run: Path, console: Console | None = None) -> None:
 
 def _config_drift(variant: Variant) -> list[str]:
     """Dotted keys whose value differs between the grid and the finished run's config.yaml."""
-    path = variant.run_dir / "config.yaml"
+    path = RunDir(variant.run_dir).config
     if not path.is_file():
         return []
     try:
@@ -171,8 +177,11 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 def start_grid(grid: Grid, console: Console) -> tuple[GridOutcome, list[Variant]]:
     """Record the grid in its directory; mark finished variants skipped; return the rest in order."""
+    fresh = is_empty(grid.dir)  # absent, or holding only the lock run_grid just took
     grid.dir.mkdir(parents=True, exist_ok=True)
-    write_text(grid.dir / "grid.yaml", yaml.safe_dump(_grid_record(grid), sort_keys=False))
+    if fresh:
+        mark(grid.dir, "grid")
+    write_text(grid.dir / GRID, yaml.safe_dump(_grid_record(grid), sort_keys=False))
     outcome, todo = GridOutcome(grid), []
     for k, variant in enumerate(grid.variants, 1):
         if not is_finished(variant):
@@ -228,20 +237,22 @@ def run_grid(grid: Grid, *, train_fn: TrainFn | None = None, evaluate_fn: Evalua
     console = console or Console(stderr=True)
     train_fn = train_fn or _default_train()
     evaluate_fn = evaluate_fn or _default_evaluate()
-    outcome, todo = start_grid(grid, console)
-    if gpu_mem:
-        preflight_grid(grid, gpu_mem, console)
-    tracking = _grid_tracking(grid)
-    failed = True
-    try:
-        with tracking.parent_of_children() if tracking else nullcontext():
-            _run_variants(todo, outcome, train_fn, evaluate_fn, console)
-        finish_grid(outcome, console, build, tracking)
-        failed = bool(outcome.errors)
-    finally:
-        if tracking:
-            tracking.close(failed=failed)
-    return raise_failures(outcome)
+    grid.dir.mkdir(parents=True, exist_ok=True)
+    with DirLock(grid.dir):  # one writer per grid; each variant's run dir has its own lock
+        outcome, todo = start_grid(grid, console)
+        if gpu_mem:
+            preflight_grid(grid, gpu_mem, console)
+        tracking = _grid_tracking(grid)
+        failed = True
+        try:
+            with tracking.parent_of_children() if tracking else nullcontext():
+                _run_variants(todo, outcome, train_fn, evaluate_fn, console)
+            finish_grid(outcome, console, build, tracking)
+            failed = bool(outcome.errors)
+        finally:
+            if tracking:
+                tracking.close(failed=failed)
+        return raise_failures(outcome)
 
 
 def _run_variants(todo: list[Variant], outcome: GridOutcome, train_fn: TrainFn, evaluate_fn: EvaluateFn,

@@ -37,6 +37,7 @@ from vlmtune.compare.grid import Variant
 from vlmtune.compare.search import Axis, check_axes, trial_name, trial_overrides
 from vlmtune.config import RunConfig, _merge, build_config, parse_overrides
 from vlmtune.errors import ConfigError
+from vlmtune.rundir import GRID, RunDir
 
 __all__ = ["run_sweep", "SWEEP_FILE"]
 
@@ -80,7 +81,7 @@ def run_sweep(cfg: RunConfig, axes: list[Axis], *, samples: int = 1, concurrent:
         results = tuner.fit()
         record["trials"] = sorted((_trial_record(r, sweep_dir) for r in results), key=lambda t: t["name"])
     write_json(sweep_dir / SWEEP_FILE, record)
-    write_text(sweep_dir / "grid.yaml", yaml.safe_dump(
+    write_text(sweep_dir / GRID, yaml.safe_dump(
         {"name": sweep_dir.name, "variants": [{"name": t["name"], "trains": True} for t in record["trials"]]},
         sort_keys=False))
     return record
@@ -120,7 +121,7 @@ def _trial_record(result: Any, sweep_dir: Path) -> dict[str, Any]:
     name = metrics.get("run") or trial_name(params, int(trial_id.rsplit("_", 1)[-1]) if "_" in trial_id else 0)
     run = sweep_dir / name
     error = metrics.get("error") or (str(result.error).strip().splitlines()[0] if result.error else None)
-    status = "failed" if error else "finished" if (run / "metrics.json").is_file() else "stopped"
+    status = "failed" if error else "finished" if RunDir(run).metrics.is_file() else "stopped"
     return {"name": name, "params": params, "status": status, "error": error,
             "validations": int(metrics.get("training_iteration") or 0), "val_loss": metrics.get("val_loss")}
 
@@ -149,6 +150,6 @@ def _trial(params: dict[str, Any], *, base: dict[str, Any], sweep_dir: str, cwd:
 
     error = attempt_variant(Variant(number, name, cfg, True),
                             lambda c, **kw: train(c, on_step=on_step, **kw), evaluate)
-    vals = [r["val_loss"] for r in read_metrics(cfg.run_dir / "metrics.jsonl") if "val_loss" in r]
+    vals = [r["val_loss"] for r in read_metrics(RunDir(cfg.run_dir).log) if "val_loss" in r]
     final = {"run": name, "val_loss": vals[-1] if vals and not error else float("inf")}
     tune.report({**final, "error": error} if error else {**final, "evaluated": 1})

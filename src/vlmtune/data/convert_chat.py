@@ -62,8 +62,8 @@ def iter_records(path: Path) -> Iterator[tuple[int, Any]]:
         >>> list(iter_records(p))
         [(2, {'a': 1}), (3, {'a': 2})]
     """
-    with path.open(encoding="utf-8") as handle:
-        head = handle.read(4096).lstrip("\ufeff \t\r\n")
+    with path.open("rb") as handle:
+        head = handle.read(4096).decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
     if head.startswith("["):
         yield from _iter_array(path)
         return
@@ -77,7 +77,12 @@ def iter_records(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 def _iter_array(path: Path) -> Iterator[tuple[int, Any]]:
-    text = path.read_text(encoding="utf-8-sig")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(f"not UTF-8 text (byte {data[err.start]:#04x}); re-save the file as UTF-8", file=path,
+                        line=1 + data.count(b"\n", 0, err.start)) from None
     decoder, pos, line = json.JSONDecoder(), text.index("[") + 1, 1 + text.count("\n", 0, text.index("["))
     ws = re.compile(r"[ \t\r\n]*")
 

@@ -109,14 +109,18 @@ class Staging:
                             "or --images-outside keep --allow-outside-root (then the run config needs "
                             "data.allow_outside_root: true)",
                             file=file, line=line, field=field)
-        return self._copy(source)
+        return self._copy(source, file=file, line=line, field=field)
 
-    def _copy(self, source: Path) -> str:
-        try:
-            rel = source.relative_to(os.path.abspath(self.image_root))
-        except ValueError:
-            tag = hashlib.sha1(str(source).encode()).hexdigest()[:12]
-            rel = Path("_abs") / f"{tag}_{source.name}"
+    def _copy(self, source: Path, *, file: str | Path, line: int, field: str) -> str:
+        """Copy an image from inside the source dataset's tree (``image_root``) only: a path
+        that leaves it (``../../etc/passwd``, an absolute path, a symlink pointing out) is
+        refused, so a crafted dataset cannot pull arbitrary files into the output."""
+        image_root = self.image_root.resolve()
+        if not source.resolve().is_relative_to(image_root):
+            raise DataError(f"{source} is outside the source dataset's folder {image_root}; --images-outside "
+                            "copy copies only files from inside it (name a wider folder with --image-root)",
+                            file=file, line=line, field=field)
+        rel = source.resolve().relative_to(image_root)
         target = self._image_dir() / rel
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)

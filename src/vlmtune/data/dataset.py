@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from vlmtune.data.encode import IGNORE, Encoded, Rendered, encode_sample, render
-from vlmtune.data.schema import Sample
+from vlmtune.data.schema import ImageTooLarge, Sample
 from vlmtune.errors import DataError
 from vlmtune.families.base import Family
 
@@ -57,13 +57,23 @@ class EncodedDataset:
         self.examples: list[Example] = []
         self.skipped: Counter[str] = Counter()
         self.skipped_where: list[str] = []
+        self.images_shrunk = 0  # images above data.max_image_pixels, shrunk on load
         self.max_length = max_length
         for sample in samples:
-            example = self._encode(sample, processor, family, image_ids)
-            reason = skip_reason(example.encoded, max_length)
+            try:
+                example = self._encode(sample, processor, family, image_ids)
+            except ImageTooLarge as err:
+                if sample.oversized != "skip":
+                    raise
+                example, reason = None, "image over data.max_image_pixels"
+                self.skipped_where.append(f"{sample.where} ({err.message})")
+            else:
+                self.images_shrunk += sample.shrunk
+                reason = skip_reason(example.encoded, max_length)
+                if reason:
+                    self.skipped_where.append(f"{sample.where} ({reason})")
             if reason:
                 self.skipped[reason] += 1
-                self.skipped_where.append(f"{sample.where} ({reason})")
             else:
                 self.examples.append(example)
             if on_progress:

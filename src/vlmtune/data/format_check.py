@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 import statistics
+import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -127,9 +128,11 @@ def _image_stats(samples: list[Sample]) -> tuple[float, tuple[int, int] | None]:
     sizes = []
     for path in [p for s in samples for p in s.images][:MAX_IMAGES_READ]:
         try:
-            with Image.open(path) as img:
-                sizes.append(img.size)
-        except (OSError, ValueError):  # unreadable (PIL raises ValueError on some bad headers): not counted
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as img:  # the header only: the size, never the pixels
+                    sizes.append(img.size)
+        except (OSError, ValueError, Image.DecompressionBombError):  # unreadable (PIL raises ValueError on some bad headers): not counted
             continue
     size = (int(statistics.median(w for w, _ in sizes)), int(statistics.median(h for _, h in sizes))) if sizes else None
     return statistics.mean(counts), size

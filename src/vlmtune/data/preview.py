@@ -94,7 +94,8 @@ def preview_split(cfg: Any, split: str, n: int, processor: Any, family: Family, 
     if not path:
         raise ConfigError(f"{key} is not set: nothing to preview", field=key)
     samples = load_samples(path, root=cfg.data.root, allow_outside_root=cfg.data.allow_outside_root,
-                           require_answer=split != "test", limit=n, video=VideoSampling.of(cfg.data))
+                           require_answer=split != "test", limit=n, video=VideoSampling.of(cfg.data),
+                           **cfg.data.image_cap)
     for sample in samples:
         yield preview_sample(processor, family, sample, image_ids, cfg.data.max_length)
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from vlmtune.data.images import DEFAULT_MAX_PIXELS, OversizedImage, open_image
 from vlmtune.data.video import Clip, VideoSampling, read_clip
 from vlmtune.errors import DataError
 # Function-level imports: PIL loads only when images are opened.
@@ -49,6 +50,9 @@ class Sample:
     line: int = 0
     videos: list[Path] = field(default_factory=list)
     video_sampling: VideoSampling = VideoSampling()
+    max_pixels: int = DEFAULT_MAX_PIXELS  # data.max_image_pixels
+    oversized: str = "resize"  # data.oversized_images: resize | skip | error
+    shrunk: int = 0  # images shrunk to max_pixels by the last load_images()
 
     @property
     def where(self) -> str:
@@ -66,16 +70,18 @@ class Sample:
         return DataError(message, file=self.file, line=self.line, field=field_name)
 
     def load_images(self) -> list[Any]:
-        """Open every image as RGB PIL; a corrupt or unreadable file names its field."""
-        from PIL import Image, UnidentifiedImageError
-
-        out = []
+        """Open every image as RGB PIL, capped at ``max_pixels`` (vlmtune.data.images); a
+        corrupt, unreadable or (by policy) oversized file names its field."""
+        out, self.shrunk = [], 0
         for i, path in enumerate(self.images):
             try:
-                with Image.open(path) as img:
-                    out.append(img.convert("RGB"))
-            except (OSError, UnidentifiedImageError, ValueError) as err:
+                image, shrunk = open_image(path, max_pixels=self.max_pixels, policy=self.oversized)
+            except OversizedImage as err:
+                raise ImageTooLarge(f"{path}: {err}", file=self.file, line=self.line, field=f"images[{i}]") from None
+            except (OSError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
                 raise self.error(f"images[{i}]", f"cannot read image {path}: {err}") from None
+            out.append(image)
+            self.shrunk += shrunk
         return out
 
     def load_videos(self) -> list[Clip]:
@@ -87,6 +93,10 @@ class Sample:
             except ValueError as err:
                 raise self.error(f"videos[{i}]", str(err)) from None
         return out
+
+
+class ImageTooLarge(DataError):
+    """An image above ``data.max_image_pixels`` (policy skip/error) or a decompression bomb."""
 
 
 def text_of(message: dict[str, Any]) -> str:
@@ -194,8 +204,13 @@ def iter_jsonl(path: str | Path, *, what: str = "file") -> Iterator[tuple[int, A
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{what} not found", file=path)
-    with path.open(encoding="utf-8-sig") as handle:  # a byte-order mark is not part of line 1
-        for line_no, line in enumerate(handle, 1):
+    with path.open("rb") as handle:
+        for line_no, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")  # a byte-order mark is not part of line 1
+            except UnicodeDecodeError as err:
+                raise DataError(f"not UTF-8 text (byte {raw[err.start]:#04x} at column {err.start + 1}); "
+                                "re-save the file as UTF-8", file=path, line=line_no) from None
             if not line.strip():
                 continue
             try:
@@ -206,8 +221,10 @@ def iter_jsonl(path: str | Path, *, what: str = "file") -> Iterator[tuple[int, A
 
 def load_samples(path: str | Path, *, root: str | Path | None = None, allow_outside_root: bool = False,
                  require_answer: bool = True, limit: int | None = None,
-                 video: VideoSampling = VideoSampling()) -> list[Sample]:
-    """Load and validate a canonical JSONL file; raise on the first bad line."""
+                 video: VideoSampling = VideoSampling(), max_image_pixels: int | None = None,
+                 oversized_images: str = "resize") -> list[Sample]:
+    """Load and validate a canonical JSONL file; raise on the first bad line. The image cap
+    (``data.max_image_pixels`` / ``data.oversized_images``) travels with each sample."""
     path = Path(path)
     root_dir = Path(root).resolve() if root else path.resolve().parent
     samples: list[Sample] = []
@@ -219,6 +236,8 @@ def load_samples(path: str | Path, *, root: str | Path | None = None, allow_outs
             raise DataError(f"duplicate id {sample.id!r} (first on line {seen[sample.id]})",
                             file=path, line=line_no, field="id")
         seen[sample.id] = line_no
+        sample.max_pixels = max_image_pixels or sample.max_pixels
+        sample.oversized = oversized_images
         samples.append(sample)
         if limit and len(samples) >= limit:
             break

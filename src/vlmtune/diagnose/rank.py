@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from vlmtune.errors import InputError, RunDirError
+from vlmtune.rundir import CONFIG, RANK, RunDir, load_run_config
 # Function-level imports: safetensors/matplotlib and the model loader load only when a run is
 # analysed (CLI start-up).
 
@@ -47,19 +48,13 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
 
 def base_of(run: Path, base: str | Path | None = None) -> Path:
     """The base model dir: ``base`` if given, else ``model.path`` of ``run/config.yaml``."""
-    import yaml
-
     from vlmtune.model.load import resolve_model_path
 
     if base is not None:
         return Path(resolve_model_path(str(base)))
-    cfg_path = run / "config.yaml"
-    if not cfg_path.is_file():
-        raise RunDirError(f"{run}: not a run directory (no config.yaml); pass --base to name the base model")
-    cfg = yaml.safe_load(cfg_path.read_text()) or {}
-    path = (cfg.get("model") or {}).get("path")
-    if not path:
-        raise InputError("model.path: missing", file=cfg_path, field="model.path")
+    if not RunDir(run).config.is_file():
+        raise RunDirError(f"{run}: not a run directory (no {CONFIG}); pass --base to name the base model")
+    path = load_run_config(run).model.path
     return Path(resolve_model_path(str(path)))
 
 
@@ -166,14 +161,14 @@ def analyse_run(run: str | Path, base: str | Path | None = None, rank: int = 16)
     from vlmtune.families import get_family
 
     run = Path(run)
-    if not (run / "model").is_dir():
+    if not RunDir(run).model.is_dir():
         raise RunDirError(f"{run}: no model/ directory: rank analysis needs a full fine-tune run (method.kind: full)")
     base_dir = base_of(run, base)
     config = load_config_any(str(base_dir))
     family = get_family(config.model_type, source=str(base_dir), config=config)
-    rows = analyse(_read_weights(run / "model"), _read_weights(base_dir), family)
+    rows = analyse(_read_weights(RunDir(run).model), _read_weights(base_dir), family)
     summary = summarise(rows, rank)
     summary["base"] = str(base_dir)
     summary["plot"] = str(plot(rows, summary, run / "rank_spectrum.png"))
-    write_json(run / "rank.json", summary)
+    write_json(run / RANK, summary)
     return summary

@@ -36,6 +36,7 @@ from vlmtune.errors import DataError, InputError
 from vlmtune.report.stats import beyond_noise, difference
 from vlmtune.report.summary import display
 from vlmtune.report.verdict import num
+from vlmtune.rundir import VISION_PROBE
 # Function-level imports: the evaluation stack loads only when a probe runs (CLI start-up).
 
 SIDES = ("vision", "projector")
@@ -98,7 +99,7 @@ def _test_samples(cfg: RunConfig, max_samples: int | None) -> list:
     if not path:
         raise DataError("no evaluation set: set eval.test (or data.val) in the run's config", field="eval.test")
     return load_samples(path, root=cfg.data.root, allow_outside_root=cfg.data.allow_outside_root,
-                        require_answer=False, limit=max_samples or cfg.eval.max_samples)
+                        require_answer=False, limit=max_samples or cfg.eval.max_samples, **cfg.data.image_cap)
 
 
 def probe_run(run: str | Path, *, vision_from: str | Path | None = None, max_samples: int | None = None,
@@ -134,7 +135,7 @@ def probe_run(run: str | Path, *, vision_from: str | Path | None = None, max_sam
         cells[("base", "tuned")] = score_model(base, processor, family, cfg, samples)
     result = summarise(cells, changed, run, source)
     if write:
-        write_json(run / "vision_probe.json", result)
+        write_json(run / VISION_PROBE, result)
     return result
 
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from vlmtune.config import ModelConfig
+from vlmtune.data.images import open_image
 from vlmtune.errors import InputError
 from vlmtune.evaluate.generate import Generator
 from vlmtune.model.load import attach_adapter, load_base
-# Function-level imports: PIL loads only when images are opened.
+from vlmtune.rundir import ADAPTER, MODEL, RunDir
 
 
 def _message(prompt: str, n_images: int) -> list[dict]:
@@ -25,14 +26,14 @@ def _message(prompt: str, n_images: int) -> list[dict]:
 
 
 def _open(paths: list[str]) -> list:
-    from PIL import Image
-
     images = []
     for path in paths:
         if not Path(path).is_file():
             raise InputError("image not found", file=path, field="--image")
-        with Image.open(path) as img:
-            images.append(img.convert("RGB"))
+        try:
+            images.append(open_image(Path(path))[0])  # capped at the default data.max_image_pixels
+        except (OSError, ValueError) as err:  # not an image, truncated, a decompression bomb
+            raise InputError(f"not a readable image: {err}", file=path, field="--image") from None
     return images
 
 
@@ -48,13 +49,13 @@ def resolve_model(path: str) -> tuple[str, str]:
     import json
 
     local = Path(path)
-    if (local / "config.yaml").is_file() and (local / "model").is_dir():
-        local = local / "model"
+    if RunDir(local).config.is_file() and RunDir(local).model.is_dir():
+        local = RunDir(local).model
     report = local / "merge_report.json"
     if report.is_file():
         run = json.loads(report.read_text()).get("run") or local.name
         return str(local), f"merged:{Path(run).name}"
-    if local.name == "model" and (local.parent / "config.yaml").is_file():
+    if local.name == MODEL and RunDir(local.parent).config.is_file():
         return str(local), local.parent.name
     return (str(local) if local.is_dir() else path), "base"
 
@@ -62,9 +63,9 @@ def resolve_model(path: str) -> tuple[str, str]:
 def resolve_adapter(path: str) -> tuple[Path, str]:
     """(adapter dir, name): ``runs/X`` and ``runs/X/adapter`` both mean run X's adapter."""
     local = Path(path)
-    if not (local / "adapter_config.json").is_file() and (local / "adapter" / "adapter_config.json").is_file():
-        local = local / "adapter"
-    name = local.resolve().parent.name if local.name == "adapter" else local.name
+    if not (local / "adapter_config.json").is_file() and (RunDir(local).adapter / "adapter_config.json").is_file():
+        local = RunDir(local).adapter
+    name = local.resolve().parent.name if local.name == ADAPTER else local.name
     return local, name
 
 
@@ -72,10 +73,10 @@ def predict(model_path: str, adapters: list[str], images: list[str], prompt: str
             max_new_tokens: int = 64, trust_remote_code: bool = False) -> dict[str, str]:
     """Answers keyed by the model's label (``base``, ``merged:<run>``, ``<run>``; see
     :func:`resolve_model`) and by each adapter's name (its run's or directory's name)."""
+    conversation, pictures = _message(prompt, len(images)), _open(images)  # bad input fails before loading
     model_dir, label = resolve_model(model_path)
     model, processor, family = load_base(ModelConfig(path=model_dir, trust_remote_code=trust_remote_code))
     model.eval()
-    conversation, pictures = _message(prompt, len(images)), _open(images)
     answers = {label: Generator(model, processor, family, max_new_tokens=max_new_tokens)(
         [conversation], [pictures])[0].text}
     names: list[str] = []

@@ -34,12 +34,15 @@ from vlmtune.families import check_video_support
 from vlmtune.errors import DataError, RunDirError
 from vlmtune.evaluate.generate import Generation, Generator
 from vlmtune.evaluate.scoring import metrics_for, score_records
+from vlmtune.ownership import DirLock, is_empty, mark, marker_kind
+from vlmtune.rundir import METRICS, RunDir
 # Function-level imports: model loading (transformers, peft) happens only when generating, not when
 # scoring records.
 
 def _load_eval_set(path: str, cfg: RunConfig) -> list[Sample]:
     samples = load_samples(path, root=cfg.data.root, allow_outside_root=cfg.data.allow_outside_root,
-                           require_answer=False, limit=cfg.eval.max_samples, video=VideoSampling.of(cfg.data))
+                           require_answer=False, limit=cfg.eval.max_samples, video=VideoSampling.of(cfg.data),
+                           **cfg.data.image_cap)
     for s in samples:
         if not s.answers:
             raise DataError("no reference answer (neither 'answers' nor a final assistant turn)",
@@ -132,19 +135,44 @@ def load_model_for_eval(cfg: RunConfig, run: Path | None) -> tuple[Any, Any, Any
 
 
 def evaluate(cfg: RunConfig, *, run: Path | None = None, out: Path, overwrite: bool = False) -> dict[str, Any]:
-    """Generate on ``eval.test`` (and ``eval.general``), score, write into ``out``."""
+    """Generate on ``eval.test`` (and ``eval.general``), score, write into ``out``, holding
+    its lock (a run being trained or evaluated elsewhere is refused with that PID)."""
     out = Path(out)
-    if (out / "metrics.json").exists() and not overwrite:
-        raise RunDirError(f"{out}: already evaluated (metrics.json exists); pass --overwrite to redo it")
+    with DirLock() as lock:
+        return _evaluate(cfg, run, out, lambda: _claim_out(out, overwrite, lock), overwrite)
+
+
+def _claim_out(out: Path, overwrite: bool, lock: DirLock) -> None:
+    """Create and lock ``out``; redo an evaluation only in a directory vlmtune made."""
+    paths = RunDir(out)
+    if paths.metrics.exists() and not overwrite:
+        raise RunDirError(f"{out}: already evaluated ({METRICS} exists); pass --overwrite to redo it")
+    ours = marker_kind(out) is not None or paths.config.is_file()
+    if paths.metrics.exists() and not ours:
+        raise RunDirError(f"{out}: refusing to replace {METRICS}: vlmtune did not create this directory")
+    fresh = is_empty(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunDirError(f"{out}: cannot create the output directory: {err.strerror}") from None
+    lock.acquire(out)
+    if fresh:
+        mark(out, "eval")
+
+
+def _evaluate(cfg: RunConfig, run: Path | None, out: Path, claim: Any, overwrite: bool) -> dict[str, Any]:
+    if RunDir(out).metrics.exists() and not overwrite:
+        raise RunDirError(f"{out}: already evaluated ({METRICS} exists); pass --overwrite to redo it")
     test_path = cfg.eval.test or cfg.data.val
     if not test_path:
         raise DataError("no evaluation set: set eval.test (or data.val)", field="eval.test")
     test = _load_eval_set(test_path, cfg)
     general = _load_eval_set(cfg.eval.general, cfg) if cfg.eval.general else []
-    pool = load_samples(cfg.data.train, root=cfg.data.root, video=VideoSampling.of(cfg.data)) \
-        if cfg.eval.shots and cfg.data.train else []
+    pool = (load_samples(cfg.data.train, root=cfg.data.root, video=VideoSampling.of(cfg.data), **cfg.data.image_cap)
+            if cfg.eval.shots and cfg.data.train else [])
     if cfg.eval.shots and not pool:
         raise DataError("eval.shots needs data.train to draw in-context examples from", field="data.train")
+    claim()  # all input is valid: create and lock the output before the long part
     model, processor, family = load_model_for_eval(cfg, run)
     check_video_support([*test, *general, *pool], family, processor)
     e = cfg.eval
@@ -157,7 +185,7 @@ def evaluate(cfg: RunConfig, *, run: Path | None = None, out: Path, overwrite: b
                               "samples_per_s": len(records) / seconds if seconds else 0.0,
                               "latency_s_mean": sum(r["latency_s"] for r in records) / len(records),
                               "shots": e.shots, "model": cfg.model.path, "adapter": run is not None
-                              and (Path(run) / "adapter").is_dir(), "merged": bool(e.merge and run),
+                              and RunDir(run).adapter.is_dir(), "merged": bool(e.merge and run),
                               "test": str(test_path), "n": len(records)}
     if cfg.data.train:
         from vlmtune.evaluate.prior import constant_answers, score_prior
@@ -172,7 +200,9 @@ def evaluate(cfg: RunConfig, *, run: Path | None = None, out: Path, overwrite: b
         for rec in general_records:
             rec["split"] = "general"
         records += general_records
-    out.mkdir(parents=True, exist_ok=True)
-    write_jsonl(out / "predictions.jsonl", [{k: v for k, v in r.items() if k != "answers"} for r in records])
-    write_json(out / "metrics.json", result)
+    try:
+        write_jsonl(RunDir(out).predictions, [{k: v for k, v in r.items() if k != "answers"} for r in records])
+        write_json(RunDir(out).metrics, result)
+    except OSError as err:
+        raise RunDirError(f"{out}: could not write the evaluation: {err.strerror or err}") from None
     return result

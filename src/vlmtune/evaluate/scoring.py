@@ -4,7 +4,9 @@ scoring an evaluation's records (used by ``evaluate.run`` and ``evaluate.prior``
 
 Input: JSONL, one object per line with ``id``, ``prediction``, ``answers`` (list of
 references) and, for multiple choice, ``options`` (option texts lettered A, B, C… in
-order); boxes as text ``[x1, y1, x2, y2]``. A bad line is reported by file and line.
+order); boxes as text ``[x1, y1, x2, y2]``. A bad line is reported by file and line; a
+repeated ``id`` (within one ``split``, as in eval's predictions.jsonl) is refused, since
+counting an item twice would change the score.
 
 Example:
     >>> score_file(Path("preds.jsonl"), ["anls"])  # doctest: +SKIP
@@ -57,7 +59,7 @@ def score_records(records: list[dict], cfg: RunConfig) -> dict[str, dict[str, An
 
 
 def read_prediction_file(path: Path) -> list[dict]:
-    records = []
+    records, seen = [], {}
     for line_no, rec in iter_jsonl(path, what="predictions file"):
         if not isinstance(rec, dict):
             raise DataError("each line must be a JSON object", file=path, line=line_no)
@@ -71,6 +73,11 @@ def read_prediction_file(path: Path) -> list[dict]:
                             field="answers")
         rec["answers"] = answers
         rec.setdefault("id", str(line_no))
+        key = (rec.get("split"), str(rec["id"]))
+        if key in seen:  # scoring an item twice would weigh it twice: refuse rather than guess which
+            raise DataError(f"duplicate id {rec['id']!r} (first on line {seen[key]}); each item must appear once",
+                            file=path, line=line_no, field="id")
+        seen[key] = line_no
         records.append(rec)
     if not records:
         raise DataError("no predictions in file", file=path)

@@ -89,8 +89,16 @@ def load_processor(path: str, cfg: ModelConfig, family: Family | None = None) ->
     """
     from transformers import AutoProcessor
 
-    processor = AutoProcessor.from_pretrained(path, trust_remote_code=cfg.trust_remote_code,
-                                              revision=cfg.revision)
+    local = Path(path)
+    if local.is_dir() and not any((local / name).is_file() for name in TOKENIZER_FILES):
+        raise InputError(f"no tokenizer files in the model directory (one of {', '.join(TOKENIZER_FILES)}); "
+                         "copy them from the model's original folder", file=path, field="model.path")
+    try:
+        processor = AutoProcessor.from_pretrained(path, trust_remote_code=cfg.trust_remote_code,
+                                                  revision=cfg.revision)
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot load the processor: {str(err).splitlines()[0][:200]}", file=path,
+                         field="model.path") from None
     tok = processor.tokenizer
     if tok.pad_token is None:  # batching needs a pad token; EOS is the usual stand-in
         tok.pad_token = tok.eos_token
@@ -142,6 +150,22 @@ def check_chat_template(processor: Any, checkpoint: str | None) -> None:
 _NOTED: set[str] = set()  # chat-template notes already printed (each is said once)
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+
+
+def _from_pretrained(cls: Any, path: str, kwargs: dict[str, Any]) -> Any:
+    """Weights that are missing, truncated or of another shape are one line naming the folder
+    (safetensors raises ``SafetensorError``, transformers ``OSError`` or ``RuntimeError``)."""
+    from safetensors import SafetensorError
+
+    try:
+        return cls.from_pretrained(path, **kwargs)
+    except (OSError, SafetensorError, RuntimeError) as err:
+        detail = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise InputError(f"cannot load the model weights: {detail} (missing, truncated or from another "
+                         "model?)", file=path, field="model.path") from None
+
+
 def load_base(cfg: ModelConfig, *, quantization: dict | None = None,
               device: torch.device | None = None, with_processor: bool = True) -> tuple[Any, Any, Family]:
     """Model (eval mode off, on ``device``), processor (None unless ``with_processor``) and
@@ -158,7 +182,7 @@ def load_base(cfg: ModelConfig, *, quantization: dict | None = None,
         kwargs["quantization_config"] = _bnb_config(quantization, family, dtype)
         if device is not None and device.type == "cuda":
             kwargs["device_map"] = {"": device.index or 0}
-    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    model = _from_pretrained(AutoModelForImageTextToText, path, kwargs)
     if device is not None and not quantization:
         model.to(device)
     if not with_processor:

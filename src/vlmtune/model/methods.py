@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from vlmtune.config import ROLES, RunConfig
+from vlmtune.errors import ConfigError
 from vlmtune.families.base import Family
 from vlmtune.model.load import load_base, logical_numel
 # Function-level imports: peft loads only when adapters are attached.
@@ -45,6 +46,10 @@ def prepare(cfg: RunConfig, *, device: torch.device | None = None) -> tuple[nn.M
     else:
         for name, param in model.named_parameters():
             param.requires_grad_(cfg.trains_role(family.role_of(name) or "language"))
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(f"nothing trains: method.kind={cfg.method.kind} with every role frozen; set "
+                          "trainable.<role>: true for at least one of vision, projector, language",
+                          field="trainable")
     if cfg.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model, processor, family
@@ -122,9 +127,13 @@ def _add_adapters(model: nn.Module, cfg: RunConfig, family: Family) -> nn.Module
 
     m = cfg.method
     targets = lora_target_names(model, family, list(m.lora_on), m.targets)
-    if not targets:
-        raise ValueError(f"method.targets: no linear layer named {m.targets or list(family.lora_targets)} "
-                         f"in roles {m.lora_on}")
+    found = {name.split(".")[-1] for name in targets}
+    missing = [t for t in m.targets if t not in found] if isinstance(m.targets, list) else []
+    if not targets or missing:
+        linear = sorted({name.split(".")[-1] for name in lora_target_names(model, family, list(m.lora_on),
+                                                                             "all-linear")})
+        raise ConfigError(f"no linear layer named {missing or m.targets or list(family.lora_targets)} in roles "
+                          f"{list(m.lora_on)}; layers there: {', '.join(linear[:12])}", field="method.targets")
     to_save: list[str] = []
     for role in ROLES:
         if cfg.trains_role(role):

@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from vlmtune.report.read import RunData
+from vlmtune.rundir import RANK
 from vlmtune.report.plots import Plot, _color, _figure, _png
 from vlmtune.report.summary import GridView
 from vlmtune.report.verdict import NOTHING_LEARNED
 
 # Function-level imports: the format check and rank thresholds load only when their sections render.
 
-RANK_FILE = "rank.json"
+RANK_FILE = RANK
 
 
 def rank_need(run: RunData) -> dict[str, Any] | None:
@@ -150,16 +151,15 @@ def format_findings(view: GridView) -> list[dict[str, Any]]:
     for run in view.runs:
         if not run.trains:
             continue
-        data, ev = run.config.get("data") or {}, run.config.get("eval") or {}
-        train, test = data.get("train"), ev.get("test") or data.get("val")
+        train, test = _pair(run)
+        data = run.config.data
         if not train or not test or (train, test) in seen:
             continue
         seen.add((train, test))
         if not (Path(train).is_file() and Path(test).is_file()):
             continue  # a report rebuilt elsewhere, without the data: nothing to check
         try:
-            findings = check_format(train, test, root=data.get("root"),
-                                    allow_outside_root=bool(data.get("allow_outside_root")))
+            findings = check_format(train, test, root=data.root, allow_outside_root=data.allow_outside_root)
         except Exception as err:  # a moved file must not stop the report
             out.append({"severity": "note", "variants": [run.name],
                         "message": f"format check of {Path(train).name} vs {Path(test).name} skipped: {err}"})
@@ -172,5 +172,5 @@ def format_findings(view: GridView) -> list[dict[str, Any]]:
 
 
 def _pair(run: RunData) -> tuple[Any, Any]:
-    data, ev = run.config.get("data") or {}, run.config.get("eval") or {}
-    return data.get("train"), ev.get("test") or data.get("val")
+    data, ev = run.config.data, run.config.eval
+    return data.train, ev.test or data.val

@@ -14,14 +14,15 @@ Example:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from vlmtune.config import ROLES, RunConfig
 from vlmtune.errors import RunDirError
+from vlmtune.rundir import CONFIG, GRID, RunDir, load_run_config, read_failed, read_json, read_jsonl
 
 # summary keys that are not the task's quality metric
 _NOT_METRICS = ("n", "format", "format_compliance")
@@ -35,27 +36,28 @@ class RunData:
 
     name: str
     path: Path
-    config: dict[str, Any]
+    config: RunConfig
     trains: bool
     resources: dict[str, Any] | None = None
     log: list[dict[str, Any]] = field(default_factory=list)
     metrics: dict[str, Any] | None = None
     predictions: list[dict[str, Any]] = field(default_factory=list)
+    failed: dict[str, Any] | None = None  # failed.json: the run stopped on a fault (divergence)
 
     @property
     def shots(self) -> int:
-        return int((self.config.get("eval") or {}).get("shots") or 0)
+        return self.config.eval.shots
 
     @property
     def kind(self) -> str:
         """untuned | shots | full | freeze | lora | dora | qlora."""
         if not self.trains:
             return "shots" if self.shots else "untuned"
-        return str((self.config.get("method") or {}).get("kind", "lora"))
+        return self.config.method.kind
 
     @property
     def rank(self) -> int | None:
-        return int(self.config["method"].get("r", 8)) if self.kind in _LABELS else None
+        return self.config.method.r if self.kind in _LABELS else None
 
     @property
     def label(self) -> str:
@@ -67,20 +69,20 @@ class RunData:
         if kind in _LABELS:
             return f"{_LABELS[kind]} r={self.rank}{self._vision_suffix()}{self._mix_suffix()}"
         if kind == "freeze":
-            roles = [r for r, on in (self.config.get("trainable") or {}).items() if on]
+            roles = [r for r in ROLES if getattr(self.config.trainable, r)]
             return (f"freeze ({'+'.join(roles)} train)" if roles else "freeze") + self._mix_suffix()
         return kind + self._mix_suffix()
 
     def _mix_suffix(self) -> str:
         """A forgetting sweep's variants differ only in how much general data they replay."""
-        share = float((self.config.get("data") or {}).get("mix_general") or 0.0)
+        share = self.config.data.mix_general
         return f" + {share:.0%} general" if share > 0 else ""
 
     def _vision_suffix(self) -> str:
         """Variants that differ only in the vision tower need different labels."""
-        if (self.config.get("trainable") or {}).get("vision"):
+        if self.config.trainable.vision:
             return " + full vision"
-        return " on vision too" if "vision" in ((self.config.get("method") or {}).get("lora_on") or []) else ""
+        return " on vision too" if "vision" in self.config.method.lora_on else ""
 
     def task_summary(self, task: str, split: str = "tasks") -> dict[str, Any]:
         return ((self.metrics or {}).get(split) or {}).get(task) or {}
@@ -91,7 +93,7 @@ class RunData:
                 and (r.get("split") == "general") == general]
 
     def preferred_metrics(self, task: str) -> list[str]:
-        chosen = (self.config.get("eval") or {}).get("metrics") or []
+        chosen = self.config.eval.metrics
         return list(chosen.get(task) or []) if isinstance(chosen, dict) else list(chosen)
 
 
@@ -120,30 +122,17 @@ def tasks_of(runs: list[RunData], split: str = "tasks") -> list[str]:
     return list(seen)
 
 
-def _json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def load_run(path: Path, trains: bool | None = None) -> RunData:
     """One run dir; ``trains`` from the grid record, else inferred from resources.json or a
     training log (``metrics.jsonl``: a run that stopped before writing resources.json)."""
-    path = Path(path)
-    config_path = path / "config.yaml"
-    if not config_path.is_file():
-        raise RunDirError(f"{path}: not a vlmtune run directory (no config.yaml)")
-    config = yaml.safe_load(config_path.read_text()) or {}
-    resources = _json(path / "resources.json")
+    paths = RunDir(path)
+    config = load_run_config(paths.path)
+    resources = read_json(paths.resources)
     if trains is None:  # outside a grid: a training log means it trained, even if it stopped early
-        trains = bool(resources and resources.get("trainable_params")) or (path / "metrics.jsonl").is_file()
-    return RunData(name=str(config.get("name") or path.name), path=path, config=config, trains=trains,
-                   resources=resources, log=_jsonl(path / "metrics.jsonl"),
-                   metrics=_json(path / "metrics.json"), predictions=_jsonl(path / "predictions.jsonl"))
+        trains = bool(resources and resources.get("trainable_params")) or paths.log.is_file()
+    return RunData(name=config.name or paths.path.name, path=paths.path, config=config, trains=trains,
+                   resources=resources, log=read_jsonl(paths.log), metrics=read_json(paths.metrics),
+                   predictions=read_jsonl(paths.predictions), failed=read_failed(paths.path))
 
 
 def load_grid_runs(grid_dir: Path) -> list[RunData]:
@@ -151,15 +140,14 @@ def load_grid_runs(grid_dir: Path) -> list[RunData]:
     grid_dir = Path(grid_dir)
     if not grid_dir.is_dir():
         raise RunDirError(f"{grid_dir}: no such grid directory")
-    record = yaml.safe_load((grid_dir / "grid.yaml").read_text()) if (grid_dir / "grid.yaml").is_file() else {}
+    record = yaml.safe_load((grid_dir / GRID).read_text()) if (grid_dir / GRID).is_file() else {}
     listed = [(v["name"], v.get("trains")) for v in (record or {}).get("variants", [])]
-    names = [n for n, _ in listed if (grid_dir / n / "config.yaml").is_file()]
-    extra = sorted(p.name for p in grid_dir.iterdir()
-                   if (p / "config.yaml").is_file() and p.name not in names)
+    names = [n for n, _ in listed if RunDir(grid_dir / n).config.is_file()]
+    extra = sorted(p.name for p in grid_dir.iterdir() if RunDir(p).config.is_file() and p.name not in names)
     trains = dict(listed)
     runs = [load_run(grid_dir / n, trains.get(n)) for n in names + extra]
     if not runs:
-        raise RunDirError(f"{grid_dir}: no run directories (subdirectories with config.yaml)")
+        raise RunDirError(f"{grid_dir}: no run directories (subdirectories with {CONFIG})")
     return runs
 
 

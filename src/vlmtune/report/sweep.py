@@ -19,6 +19,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from vlmtune.config import MethodConfig
 from vlmtune.report.plots import Plot, _figure, _png
 from vlmtune.report.read import RunData, load_grid_runs, primary_metric, tasks_of
 from vlmtune.report.stats import beyond_noise, difference
@@ -46,17 +47,20 @@ def sweep_view(grid_dir: Path, runs: list[RunData] | None = None) -> dict[str, A
         score = summary.get(metric) if metric else None
         trials.append({**t, "score": float(score) if isinstance(score, (int, float)) else None,
                        "per_sample": _scores(run.rows(task), metric) if run and task else {},
-                       "config": run.config if run else {}})
+                       "config": run.config if run else None})
     keys = [s.split("=", 1)[0] for s in record["search"]]
     return {"record": record, "task": task, "metric": metric, "keys": keys, "trials": trials}
 
 
 def _method(trial: dict[str, Any]) -> str:
-    return str(trial["params"].get("method.kind") or (trial["config"].get("method") or {}).get("kind", "lora"))
+    """The searched kind, else the trial's typed config, else the config default (no run dir)."""
+    cfg = trial["config"]
+    return str(trial["params"].get("method.kind") or (cfg.method if cfg else MethodConfig()).kind)
 
 
 def _lr(trial: dict[str, Any]) -> float | None:
-    value = trial["params"].get("train.lr", (trial["config"].get("train") or {}).get("lr"))
+    cfg = trial["config"]
+    value = trial["params"].get("train.lr", cfg.train.lr if cfg else None)
     return float(value) if value is not None else None
 
 

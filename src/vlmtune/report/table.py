@@ -78,7 +78,10 @@ def table_rows(view: GridView) -> tuple[list[str], list[list[str]]]:
             trainable = f"{fmt_count(res['trainable_params'])} ({fmt_pct(res.get('trainable_pct'))})"
         elif not run.trains:
             trainable = "0"
-        row = [run.name, run.label, trainable]
+        method = run.label
+        if run.failed:  # a diverged run is not a result: say so where its numbers would be read
+            method += f" (FAILED at step {run.failed.get('step')}: {run.failed.get('reason')})"
+        row = [run.name, method, trainable]
         for task in view.tasks:
             est = view.estimate(task, run.name)
             e = next(x for x in view.entries[task] if x.name == run.name)

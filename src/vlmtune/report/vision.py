@@ -15,37 +15,35 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
+from vlmtune.config import RunConfig
 from vlmtune.report.read import RunData
 from vlmtune.report.stats import beyond_noise, difference
 from vlmtune.report.summary import GridView, display
 from vlmtune.report.table import DASH, fmt_bytes
 from vlmtune.report.verdict import Entry, Learnt, num
+from vlmtune.rundir import VISION_PROBE
 
 HEADER = ["variant", "vision tower", "step time in vision", "vision activations", "vision params",
           "probe: vision effect"]
 
 
-def vision_mode(config: dict[str, Any], trains: bool) -> str | None:
+def vision_mode(config: RunConfig, trains: bool) -> str | None:
     """How a variant treats the vision tower: ``frozen``, ``LoRA``, ``full`` (None: no training)."""
     if not trains:
         return None
-    method = config.get("method") or {}
-    kind = method.get("kind", "lora")
-    flag = (config.get("trainable") or {}).get("vision")
-    if flag or (flag is None and kind == "full"):
+    if config.trains_role("vision"):
         return "full"
-    if kind in ("lora", "dora", "qlora") and "vision" in (method.get("lora_on") or []):
+    if config.method.uses_adapter and "vision" in config.method.lora_on:
         return "LoRA"
     return "frozen"
 
 
-def _without_vision(config: dict[str, Any]) -> dict[str, Any]:
+def _without_vision(config: RunConfig) -> dict[str, Any]:
     """The config with everything that concerns the vision tower (and the name) removed."""
-    c = copy.deepcopy(config)
+    c = config.model_dump(mode="json")
     c.pop("name", None)
     (c.get("train") or {}).pop("out_dir", None)
     method = c.setdefault("method", {})
@@ -68,7 +66,7 @@ def matched_pairs(runs: list[RunData]) -> list[tuple[RunData, RunData]]:
 
 
 def probe(run: RunData) -> dict[str, Any] | None:
-    path = run.path / "vision_probe.json"
+    path = run.path / VISION_PROBE
     return json.loads(path.read_text()) if path.is_file() else None
 
 

@@ -21,13 +21,14 @@ import json
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
 from vlmtune.atomic import staged_dir
+from vlmtune.errors import RunDirError
 
 MANIFEST = "manifest.json"
 
@@ -114,22 +115,39 @@ def is_complete(checkpoint: Path) -> bool:
     return True
 
 
-def remove_stale(folder: Path) -> list[str]:
-    """Delete temporary directories a killed save left behind (``.step-*.tmp``)."""
-    folder = Path(folder)
-    stale = [p for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith((".tmp", ".old"))] \
-        if folder.is_dir() else []
-    for path in stale:
-        shutil.rmtree(path, ignore_errors=True)
-    return [p.name for p in stale]
-
-
-def latest_checkpoint(folder: Path) -> Path | None:
+def latest_checkpoint(folder: Path, *, warn: bool = True) -> Path | None:
     """The newest complete checkpoint (torn ones are reported and skipped)."""
     for checkpoint in reversed(list_checkpoints(folder)):
         if is_complete(checkpoint):
             return checkpoint
-        print(f"warning: {checkpoint} is incomplete or corrupt; using an earlier checkpoint")
+        if warn:
+            print(f"warning: {checkpoint} is incomplete or corrupt; using an earlier checkpoint")
+    return None
+
+
+def load_latest(folder: Path, scheduler: Any, apply: Callable[[dict[str, Any]], None]) -> dict[str, Any] | None:
+    """Load the newest checkpoint that loads: complete (manifest matches) and accepted by
+    ``apply`` (which puts weights and optimizer state into the model). A checkpoint that
+    matches its manifest but does not load (a file rewritten together with its manifest,
+    a version mismatch) is reported and the previous one used. None: no checkpoint at all.
+    The returned state carries ``path``. Raises if checkpoints exist and none loads."""
+    candidates = list(reversed(list_checkpoints(folder)))
+    first_problem = None
+    for checkpoint in candidates:
+        if not is_complete(checkpoint):
+            problem = "incomplete or corrupt (manifest does not match)"
+        else:
+            try:
+                state = load_checkpoint(checkpoint, scheduler)
+                apply(state)
+                return {**state, "path": checkpoint}
+            except Exception as err:  # noqa: BLE001 - whatever the cause, an earlier checkpoint may load
+                problem = f"does not load ({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''})"
+        print(f"warning: {checkpoint} {problem}; trying an earlier checkpoint")
+        first_problem = first_problem or f"{checkpoint.name} {problem}"
+    if candidates:
+        raise RunDirError(f"{folder}: no checkpoint can be resumed from (newest: {first_problem}); "
+                          "start again with --overwrite")
     return None
 
 

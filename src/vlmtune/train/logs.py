@@ -18,7 +18,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from vlmtune.atomic import write_jsonl
+from vlmtune.atomic import json_line, write_jsonl
+from vlmtune.rundir import RunDir
 from vlmtune.train.tracking import Tracking
 
 
@@ -41,17 +42,24 @@ class RunLog:
 
     def __init__(self, run: Path, total_steps: int, start_step: int, *, enabled: bool = True,
                  console: Console | None = None, tracking: Tracking | None = None):
-        self.path = Path(run) / "metrics.jsonl"
+        self.path = RunDir(run).log
         self.enabled = enabled
+        self.kept: list[dict[str, Any]] = []  # rows of the steps before a resume
         if enabled:
-            kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= start_step]
-            write_jsonl(self.path, kept)
+            self.kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= start_step]
+            write_jsonl(self.path, self.kept)
         self.run = Path(run)
         self.total, self.start = total_steps, start_step
         self.console = console or Console(stderr=True)
         self.tracking = tracking
         self._progress = None
         self._task = None
+
+    def last(self, key: str, default: Any, *, step: int | None = None) -> Any:
+        """The last kept value of ``key`` (at ``step`` if given): what a resume with no step
+        left reports instead of recomputing it (and logging it twice)."""
+        rows = [r for r in self.kept if key in r and (step is None or r.get("step") == step)]
+        return rows[-1][key] if rows else default
 
     def __enter__(self) -> "RunLog":
         if self.enabled:
@@ -69,7 +77,7 @@ class RunLog:
         if not self.enabled:
             return
         row = {"step": step, **values}
-        self._handle.write(json.dumps(row) + "\n")
+        self._handle.write(json_line(row) + "\n")
         self._handle.flush()
         if self.tracking is not None:
             self.tracking.metrics(values, step)

@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
-import yaml
 
 from vlmtune.train import checkpoint as ckpt
 from vlmtune.train import distributed as dist
 from vlmtune.atomic import dir_bytes, staged_dir, write_json, write_text
 from vlmtune.train.compile import compile_decoder_layers
-from vlmtune.config import RunConfig, build_config, dump_config
+from vlmtune.config import RunConfig, dump_config
 from vlmtune.data.collate import Collator
 from vlmtune.data.dataset import EncodedDataset
 from vlmtune.data.encode import IGNORE, image_token_ids
@@ -46,7 +45,10 @@ from vlmtune.train.fused_lora import fuse_lora
 from vlmtune.train.measure import Throughput, machine_info, peak_memory, reset_peak
 from vlmtune.model.methods import count_parameters, prepare, trainable_by_role
 from vlmtune.train.tracking import check_installed as check_trackers, for_run as trackers_for
-from vlmtune.rundir import check_run_dir, open_run_dir
+from vlmtune.ownership import DirLock, is_empty
+from vlmtune.train.divergence import Diverged, DivergenceGuard
+from vlmtune.rundir import (ADAPTER, FAILED, RunDir, check_resume_config, check_run_dir, mark_failed, open_run_dir,
+                            remove_stale_saves)
 from vlmtune.train.packing import check_packing, pack, packed_attention, packed_lengths
 from vlmtune.train.steps import StepPlan
 from vlmtune.train.vision_cache import VisionCache, resolve_mode as resolve_vision_cache
@@ -58,9 +60,10 @@ def load_split(cfg: RunConfig, path: str, processor: Any, family: Any, model_con
     """Load and encode a split; ``mix`` adds ``data.mix_general`` of general data (training)."""
     video = VideoSampling.of(cfg.data)
     samples = load_samples(path, root=cfg.data.root, allow_outside_root=cfg.data.allow_outside_root,
-                           limit=cfg.data.max_samples, video=video)
+                           limit=cfg.data.max_samples, video=video, **cfg.data.image_cap)
     if mix and cfg.data.mix_general > 0:
-        general = load_samples(cfg.data.general, allow_outside_root=cfg.data.allow_outside_root, video=video)
+        general = load_samples(cfg.data.general, allow_outside_root=cfg.data.allow_outside_root, video=video,
+                               **cfg.data.image_cap)
         samples = mix_general(samples, general, cfg.data.mix_general, seed=cfg.train.seed)
     check_video_support(samples, family, processor)
     data = EncodedDataset(samples, processor, family, image_token_ids(processor, model_config),
@@ -128,7 +131,7 @@ def _save_artefacts(run: Path, model: Any, processor: Any, cfg: RunConfig, accel
                     state_dict: dict[str, torch.Tensor] | None) -> Path:
     """Adapter (PEFT format) or full model (HF format), each with the processor;
     ``state_dict``: the gathered full weights when the model is sharded (FSDP, ZeRO-3)."""
-    target = run / ("adapter" if cfg.method.uses_adapter else "model")
+    target = RunDir(run).adapter if cfg.method.uses_adapter else RunDir(run).model
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.config.use_cache = True  # off while training; generation wants it back
     with staged_dir(target) as tmp:
@@ -140,56 +143,39 @@ def _save_artefacts(run: Path, model: Any, processor: Any, cfg: RunConfig, accel
     return target
 
 
-# Settings a resumed run may change; anything else would make the resumed run a different run.
-RESUMABLE_CHANGES = {"train.max_steps", "train.epochs", "train.checkpoint_every", "train.keep_checkpoints",
-                     "train.eval_every", "train.log_every", "train.vision_cache", "train.vision_cache_max_bytes",
-                     "train.packing", "train.input_cache_max_bytes", "train.compile",  # these five: speed
-                     "train.report_to", "train.project"}
-
-
-def _check_resume_config(run: Path, cfg: RunConfig) -> None:
-    saved_path = run / "config.yaml"
-    if not saved_path.is_file():
-        return
-    saved = yaml.safe_load(saved_path.read_text())
-    try:  # settings added since the run was saved take their defaults
-        saved = build_config(saved, source=saved_path).model_dump(mode="json")
-    except ConfigError:
-        pass
-    saved = _flatten(saved)
-    now = _flatten(cfg.model_dump(mode="json"))
-    changed = sorted(k for k in saved.keys() | now.keys()
-                     if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
-    if changed:
-        detail = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:4])
-        raise VlmtuneError(f"{saved_path}: cannot resume with a different config ({detail}); "
-                           "use --overwrite to start again or another name")
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False,
           on_step: Callable[[int, int, dict[str, Any]], None] | None = None) -> Path:
-    """Train one run into ``cfg.run_dir``. ``on_step(done, total, row)`` is told after every
-    optimizer step and after the final validation (``row`` has ``val_loss`` when it was
-    measured): how a grid's progress table and a sweep's early stopping follow a run."""
+    """Train one run into ``cfg.run_dir``, holding the directory's lock throughout (a
+    second writer is refused with this process's PID; the kernel drops the lock if killed).
+    ``on_step(done, total, row)`` is told after every optimizer step and after the final
+    validation (``row`` has ``val_loss`` when it was measured): how a grid's progress table
+    and a sweep's early stopping follow a run."""
+    with DirLock() as lock:
+        try:
+            return _train(cfg, lock, overwrite=overwrite, resume=resume, on_step=on_step)
+        except Diverged as err:
+            if lock.held:  # the main process: record the failure where the report reads it
+                mark_failed(cfg.run_dir, err.step, err.reason, str(err))
+            last = ckpt.latest_checkpoint(RunDir(cfg.run_dir).checkpoints, warn=False)
+            kept = f"the last complete checkpoint is {last}" if last else "no checkpoint was saved"
+            raise VlmtuneError(f"{cfg.run_dir}: {err}; the run is marked failed ({FAILED}), {kept}; "
+                               "start again with --overwrite") from None
+
+
+def _train(cfg: RunConfig, lock: DirLock, *, overwrite: bool, resume: bool,
+           on_step: Callable[[int, int, dict[str, Any]], None] | None) -> Path:
     if not cfg.data.train:
         raise VlmtuneError("data.train: no training set given")
     check_trackers(cfg.train.report_to)
     accelerator = dist.make_accelerator(cfg)
     main = accelerator.is_main_process
     if main:  # only the main process owns the run directory; fail before any work
-        if check_run_dir(cfg.run_dir, overwrite=overwrite, resume=resume):
-            _check_resume_config(cfg.run_dir, cfg)
-            ckpt.remove_stale(cfg.run_dir / "checkpoints")
+        resuming = check_run_dir(cfg.run_dir, overwrite=overwrite, resume=resume)
+        if not is_empty(cfg.run_dir):  # replacing or resuming: a second writer fails now
+            lock.acquire(cfg.run_dir)
+        if resuming:
+            check_resume_config(cfg.run_dir, cfg)
+            remove_stale_saves(cfg.run_dir)
         warn_format_mismatch(cfg)  # train vs eval answer format; prints only, never raises
     torch.manual_seed(cfg.train.seed)
     reset_peak(accelerator.device)
@@ -209,12 +195,20 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False,
         dist.check_fsdp_data([e.sample for e in train_data.examples], accelerator.num_processes)
     run = cfg.run_dir
     if main:  # all input is valid: only now is anything written
-        run = open_run_dir(cfg.run_dir, overwrite=overwrite, resume=resume)
-        write_text(run / "config.yaml", dump_config(cfg))
+        run = open_run_dir(cfg.run_dir, overwrite=overwrite, resume=resume, lock=lock)
+        write_text(RunDir(run).config, dump_config(cfg))
         general_file = str(cfg.data.general) if cfg.data.general else None
         mixed = sum(e.sample.file == general_file for e in train_data.examples)
-        write_json(run / "data.json", {"train": {**_data_stats(train_data), "general_mixed": mixed},
+        write_json(RunDir(run).data, {"train": {**_data_stats(train_data), "general_mixed": mixed},
                                        "val": _data_stats(val_data) if val_data else None})
+        for split, data in (("train", train_data), ("val", val_data)):
+            if data is not None and data.skipped:
+                reasons = ", ".join(f"{n} {why}" for why, n in sorted(data.skipped.items()))
+                accelerator.print(f"skipped {sum(data.skipped.values())} {split} samples ({reasons}); "
+                                  f"which ones: {RunDir(run).data}")
+            if data is not None and data.images_shrunk:
+                accelerator.print(f"shrank {data.images_shrunk} {split} images to data.max_image_pixels="
+                                  f"{cfg.data.max_image_pixels:,} (counted in {RunDir(run).data})")
     accelerator.wait_for_everyone()
     t = cfg.train
     collate = Collator(processor, cfg.data.max_length, cache_bytes=t.input_cache_max_bytes)
@@ -236,16 +230,22 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False,
     if resume and dist.is_deepspeed(accelerator):
         raise VlmtuneError(f"{run}: --resume is not supported under DeepSpeed (its ZeRO states are sharded "
                            "per process); use train.distributed=fsdp or ddp for resumable runs")
-    if resume and (last := ckpt.latest_checkpoint(run / "checkpoints")) is not None:
-        state = ckpt.load_checkpoint(last, scheduler)
+
+    def restore(state: dict[str, Any]) -> None:
         dist.restore(accelerator, model, optimizer, state["weights"], state["optimizer"])
+
+    if resume and (state := ckpt.load_latest(RunDir(run).checkpoints, scheduler, restore)) is not None:
         start_step, carried = state["step"], state["carried"]
-        accelerator.print(f"resumed from {last} (step {start_step})")
+        accelerator.print(f"resumed from {state['path']} (step {start_step})")
+        if start_step >= plan.total_steps:
+            accelerator.print(f"nothing left to train (checkpoint step {start_step} >= {plan.total_steps} "
+                              "steps): saving its weights")
 
     scale = dist.loss_scale(accelerator, t.grad_accum)
     meter = Throughput(samples=carried["samples"], tokens=carried["tokens"], seconds=carried["train_seconds"],
                        flops=carried.get("flops", 0.0), steps=start_step, world=accelerator.num_processes)
-    loss_value = float("nan")
+    loss_value = carried.get("loss", float("nan"))  # a resume with no step left reports the checkpoint's
+    guard = DivergenceGuard(t.lr)
     with RunLog(run, plan.total_steps, start_step, enabled=main,
                 tracking=trackers_for(cfg, run, start_step=start_step)) as log:
         for step in range(start_step, plan.total_steps):
@@ -274,10 +274,9 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False,
                 loss_value += float(loss.detach())
             if accelerator.num_processes > 1:  # the step's loss over every process's tokens
                 loss_value = float(accelerator.reduce(torch.tensor(loss_value, device=accelerator.device), "sum"))
-            if not math.isfinite(loss_value):
-                raise VlmtuneError(f"loss is {loss_value} at step {step + 1}; stopped. The last good "
-                                   f"checkpoint is kept in {run / 'checkpoints'}; lower train.lr or check the data")
-            grad_norm = accelerator.clip_grad_norm_(params, t.max_grad_norm) if t.max_grad_norm else 0.0
+            guard.check_loss(step + 1, loss_value)
+            grad_norm = accelerator.clip_grad_norm_(params, t.max_grad_norm or math.inf)  # inf: measure only
+            guard.after_step(step + 1, loss=loss_value, grad_norm=None if grad_norm is None else float(grad_norm))
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -297,9 +296,14 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False,
             if on_step is not None and main:
                 on_step(done, plan.total_steps, row)
             if done % t.checkpoint_every == 0 or done == plan.total_steps:
-                _checkpoint(run, done, model, optimizer, scheduler, accelerator, meter, plan, t.keep_checkpoints)
-        final_val = None
-        if val_data is not None:
+                guard.check_weights(done, params, accelerator)
+                _checkpoint(run, done, model, optimizer, scheduler, accelerator, meter, plan, t.keep_checkpoints,
+                            loss_value)
+        guard.check_weights(plan.total_steps, params, accelerator)
+        if not math.isfinite(loss_value):  # resumed with no step left, from a checkpoint older than "loss"
+            loss_value = log.last("loss", float("nan"))
+        final_val = log.last("val_loss", None, step=plan.total_steps) if start_step >= plan.total_steps else None
+        if val_data is not None and final_val is None:
             final_val = validation_loss(model, val_data, collate, t.batch_size, accelerator.device)
             log.record(plan.total_steps, {"val_loss": final_val})
             if on_step is not None and main:
@@ -310,18 +314,19 @@ def train(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False,
         if main:
             with _saving(run, "adapter/model"):
                 artefact = _save_artefacts(run, model, processor, cfg, accelerator, full)
-            write_json(run / "resources.json", {**_resources(cfg, model, family, meter, artefact, accelerator,
+            write_json(RunDir(run).resources, {**_resources(cfg, model, family, meter, artefact, accelerator,
                                                              plan, loss_value, final_val),
                                                 "vision_share": vision.result(), "vision_cache": cache.stats(),
                                                 "packing": t.packing, "group_by_length": t.group_by_length,
                                                 "compiled_modules": compiled,
                                                 "fused_lora_layers": fused})
-            log.resources(run / "resources.json")
+            RunDir(run).failed.unlink(missing_ok=True)  # an earlier attempt's failure no longer holds
+            log.resources(RunDir(run).resources)
     return run
 
 
 def _checkpoint(run: Path, done: int, model: Any, optimizer: Any, scheduler: Any, accelerator: Any,
-                meter: Throughput, plan: StepPlan, keep: int) -> None:
+                meter: Throughput, plan: StepPlan, keep: int, loss: float) -> None:
     """Gather (every process, for FSDP) and write (main process) the step's checkpoint.
     DeepSpeed runs are not checkpointed: their optimizer states stay sharded in DeepSpeed."""
     if dist.is_deepspeed(accelerator):
@@ -330,9 +335,9 @@ def _checkpoint(run: Path, done: int, model: Any, optimizer: Any, scheduler: Any
     optim_state = dist.optimizer_state(accelerator, model, optimizer)
     if accelerator.is_main_process:
         carried = {"train_seconds": meter.seconds, "samples": meter.samples, "tokens": meter.tokens,
-                   "flops": meter.flops}
+                   "flops": meter.flops, "loss": loss}
         with _saving(run, "checkpoint"):
-            ckpt.save_checkpoint(run / "checkpoints", done, weights, optim_state, scheduler,
+            ckpt.save_checkpoint(RunDir(run).checkpoints, done, weights, optim_state, scheduler,
                                  {"carried": carried, "epoch": plan.epoch_of(done)},
                                  keep=keep)
     accelerator.wait_for_everyone()
@@ -341,12 +346,19 @@ def _checkpoint(run: Path, done: int, model: Any, optimizer: Any, scheduler: Any
 @contextmanager
 def _saving(run: Path, what: str) -> Iterator[None]:
     """Turn a failed write (disk full, permissions) into one clear message; the atomic
-    writers have already removed their temporary files, so earlier checkpoints are intact."""
+    writers have already removed their temporary files, so earlier checkpoints are intact.
+    Disk full surfaces as ``OSError`` from Python, ``RuntimeError`` from ``torch.save``
+    ("file write failed") and ``SafetensorError`` from safetensors."""
+    from safetensors import SafetensorError
+
     try:
         yield
-    except OSError as err:
-        raise VlmtuneError(f"{run}: could not save the {what}: {err.strerror or err}; earlier checkpoints in "
-                           f"{run / 'checkpoints'} are intact (resume with --resume once there is room)") from None
+    except (OSError, RuntimeError, SafetensorError) as err:
+        detail = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0][:200]
+        last = ckpt.latest_checkpoint(RunDir(run).checkpoints, warn=False)
+        kept = f"the last complete checkpoint {last} is intact" if last else "no checkpoint was saved"
+        raise VlmtuneError(f"{run}: could not save the {what}: {detail}; {kept} (resume with --resume once "
+                           "there is room)") from None
 
 
 def _scheduler(optimizer: torch.optim.Optimizer, kind: str, warmup: int, total: int) -> Any:
@@ -359,6 +371,7 @@ def _scheduler(optimizer: torch.optim.Optimizer, kind: str, warmup: int, total: 
 def _data_stats(data: EncodedDataset) -> dict[str, Any]:
     lengths = [e.length for e in data.examples]
     return {"samples": len(data), "skipped": dict(data.skipped), "skipped_where": data.skipped_where[:50],
+            "images_shrunk": data.images_shrunk,
             "tokens": data.total_tokens, "max_length": data.max_length,
             "longest": max(lengths, default=0), "mean_length": sum(lengths) / max(len(lengths), 1)}
 
@@ -378,7 +391,7 @@ def _resources(cfg: RunConfig, model: Any, family: Any, meter: Throughput, artef
         "trainable_pct": 100.0 * counts["trainable"] / max(counts["total"], 1),
         "trainable_by_role": trainable_by_role(unwrapped, family),
         "artefact": artefact.name, "artefact_bytes": dir_bytes(artefact),
-        "adapter_bytes": dir_bytes(artefact) if artefact.name == "adapter" else None,
+        "adapter_bytes": dir_bytes(artefact) if artefact.name == ADAPTER else None,
         "final_train_loss": final_loss, "final_val_loss": final_val,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine_info(accelerator.device),
     }

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from vlmtune.atomic import write_text
+from vlmtune.ownership import DirLock, check_owned, is_empty, mark
+from vlmtune.rundir import RunDir, read_json
 from vlmtune.data.synth_tasks import NUMBER_WORDS
 from vlmtune.zoo.vision_pretrain import VisionStage
 # Function-level imports: the build's heavy stack (torch, transformers, the training loop) loads
@@ -327,11 +329,16 @@ def build(out: str | Path, *, plan: BuildPlan = BuildPlan(), work: str | Path = 
     import torch
 
     out, work = Path(out), Path(work)
+    if not is_empty(work):  # the build replaces its stage folders in here: only in a folder it made
+        check_owned(work, "zoo work")
+    work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     threads = torch.get_num_threads()
     torch.set_num_threads(plan.threads)
     try:
-        return _build(out, plan, work, minutes, eval_per_task, t0, resume)
+        with DirLock(work):
+            mark(work, "zoo work")
+            return _build(out, plan, work, minutes, eval_per_task, t0, resume)
     finally:
         torch.set_num_threads(threads)
 
@@ -354,9 +361,9 @@ def _build(out: Path, plan: BuildPlan, work: Path, minutes: float | None, eval_p
     for index, stage in enumerate(plan.stages, 1):
         runs.append(train_model(plan, model_dir, stage_mix(files["train"], stage, index), work / "runs",
                                 stage=index, resume=resume))
-        model_dir = runs[-1] / "model"
+        model_dir = RunDir(runs[-1]).model
     ship(model_dir, out)
-    stage_resources = [json.loads((r / "resources.json").read_text()) for r in runs]
+    stage_resources = [read_json(RunDir(r).resources) for r in runs]
     n_eval = plan.eval_per_task if eval_per_task is None else eval_per_task
     from vlmtune.zoo.quality import score_dir
 
@@ -374,7 +381,7 @@ def _build(out: Path, plan: BuildPlan, work: Path, minutes: float | None, eval_p
               "final_train_loss": [r["final_train_loss"] for r in stage_resources],
               "build_wall_time_s": round(time.perf_counter() - t0, 1),
               "eval_wall_time_s": round(time.perf_counter() - t1, 1),
-              "train_samples": [json.loads((r / "data.json").read_text())["train"]["samples"]
+              "train_samples": [read_json(RunDir(r).data)["train"]["samples"]
                                 for r in runs],
               "machine": stage_resources[-1]["machine"], "scores": scores, "second_seed": second,
               "resumed": resume}

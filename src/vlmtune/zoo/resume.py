@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmtune.atomic import write_text
+from vlmtune.rundir import RunDir, load_run_config
 
 STAGE0_RECORD = "stage0.json"
 
@@ -45,14 +46,10 @@ def record_stage0(vision_dir: Path, settings: dict[str, Any], record: dict[str, 
 def stage_state(cfg: Any) -> str:
     """``"done"`` (finished with this exact config), ``"partial"`` (started: resume it) or
     ``"new"``; a finished run with another config is ``"new"`` (it is retrained)."""
-    import yaml
-
-    from vlmtune.config import build_config
-
-    run = Path(cfg.run_dir)
-    if not (run / "config.yaml").is_file():
+    run = RunDir(cfg.run_dir)
+    if not run.config.is_file():
         return "new"
-    if not (run / "resources.json").is_file():
+    if not run.resources.is_file():
         return "partial"
-    saved = build_config(yaml.safe_load((run / "config.yaml").read_text()), source=run / "config.yaml")
+    saved = load_run_config(run.path)
     return "done" if saved.model_dump(mode="json") == cfg.model_dump(mode="json") else "new"
