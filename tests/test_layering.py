@@ -20,8 +20,8 @@ PKG = SRC / "vlmtune"
 LAYERS = ["foundation", "metrics", "testing", "data", "model", "train", "evaluate", "report", "diagnose",
           "compare", "zoo", "cli"]
 FOUNDATION = {"errors", "atomic", "config", "config_errors", "rundir", "ownership", "families", "__init__"}
-CLI = {"cli", "cli_data", "cli_plan"}  # cli_data.py: the data subcommands, registered on cli.py's `data` group;
-# cli_plan.py: `vlmtune plan`'s many flags
+CLI = {"cli", "cli_data", "cli_plan", "cli_tools"}  # cli_data.py: the data subcommands, registered on cli.py's
+# `data` group; cli_plan.py: `vlmtune plan`'s many flags; cli_tools.py: diagnose, zoo and demo
 
 # (importer, imported) packages that may run upward, and why.
 ALLOWED_UP = {
