@@ -18,7 +18,7 @@ The labels come from the scene geometry of the training split's own images
   Qwen2-VL's tower has rotary (relative) positions only, so without this target its
   tokens hardly know where they are (scripts/probe_vision_position.py: cell 0.135, chance
   0.06) and the language model cannot localise; with it, continued from the shipped
-  weights, 500 steps reach 0.998 (scripts/spatial_vision_pos.py, 2026-11-25). A shape
+  weights, 500 steps reach 0.998 (session 4's experiment, 2026-11-25; now the build's default). A shape
   token can infer its place from the image's edges (its attention has keys on one side).
 
 Three linear heads read the merged tokens (the projector's output, i.e. exactly what the
