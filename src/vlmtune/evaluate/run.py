@@ -33,7 +33,7 @@ from vlmtune.data.video import VideoSampling
 from vlmtune.families import check_video_support
 from vlmtune.errors import DataError, RunDirError
 from vlmtune.evaluate.generate import Generation, Generator
-from vlmtune.evaluate.scoring import metrics_for, score_records
+from vlmtune.evaluate.scoring import score_records
 from vlmtune.ownership import DirLock, is_empty, mark, marker_kind
 from vlmtune.rundir import METRICS, RunDir
 # Function-level imports: model loading (transformers, peft) happens only when generating, not when
