@@ -183,7 +183,7 @@ def check_resume_config(run: Path, cfg: RunConfig) -> None:
         saved = build_config(saved, source=path, lines=lines).model_dump(mode="json")
     except ConfigError:
         pass
-    saved, now = _flatten(saved), _flatten(cfg.model_dump(mode="json"))
+    saved, now = flatten_config(saved), flatten_config(cfg.model_dump(mode="json"))
     changed = sorted(k for k in saved.keys() | now.keys()
                      if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
     if changed:
@@ -192,11 +192,12 @@ def check_resume_config(run: Path, cfg: RunConfig) -> None:
                           "use --overwrite to start again or another name")
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
+def flatten_config(tree: dict, prefix: str = "") -> dict:
+    """``{"train": {"lr": 1e-4}}`` -> ``{"train.lr": 1e-4}`` (the override and tracker spelling)."""
     out = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
+            out.update(flatten_config(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out

@@ -35,6 +35,7 @@ from typing import Any, Iterator, Protocol
 
 from vlmtune.atomic import write_json
 from vlmtune.errors import ConfigError
+from vlmtune.rundir import flatten_config
 # Function-level imports: TensorBoard's writer, mlflow, wandb and trackio are slow (or optional) and load only
 # when a run reports to them.
 
@@ -305,17 +306,7 @@ def for_run(cfg: Any, where: Path, *, start_step: int = 0, kind: str = "train", 
     TensorBoard (a grid's evaluation step: its scores are in ``metrics.json``)."""
     names = [n for n in cfg.train.report_to if not (remote_only and n == "tensorboard")]
     return Tracking(names, where, cfg.name, cfg.train.project, start_step=start_step, kind=kind,
-                    params=_flatten(cfg.model_dump(mode="json")))
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+                    params=flatten_config(cfg.model_dump(mode="json")))
 
 
 def _read_record(where: Path) -> dict[str, Any]:
