@@ -86,3 +86,23 @@ def test_quick_bench_end_to_end(tmp_path):
     assert result["eval"]["prompts"] > 0 and "identical" in result["eval"]
     assert {"cpu_model", "cpu_threads", "load_average_start"} <= set(result["machine"])
     assert set(result["data"]["train"]["images_per_sample"]) == {"1", "2"}
+
+
+@pytest.mark.slow
+def test_real_vocab_bench_quick(tmp_path):
+    """``--size real --quick``: the published Qwen2-VL-7B vocabulary and image processor on a
+    narrow model; the two trainings' per-step losses agree (same batches, same math)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"),
+                                                                      os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, str(BENCH / "run.py"), "--size", "real", "--quick", "--out",
+                           str(tmp_path / "results"), "--work", str(tmp_path / "work")], capture_output=True,
+                          text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
+    headline = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(headline) == HEADLINE and headline["eval_speedup"] is None
+    result = json.loads((tmp_path / "results" / "latest.json").read_text())
+    assert result["model"]["vocab_size"] == 152064 > 100 * result["model"]["tokenizer_size"]
+    assert result["model"]["image_processor"]["patch_size"] == 14
+    assert result["max_step_loss_diff"] < 1e-4
+    assert len(result["vlmtune"]["losses"]) == len(result["trl"]["losses"]) == result["trl"]["steps"] > 0
+    assert set(result["goals"]) == {"samples_per_s_ratio", "peak_rss_ratio"}
