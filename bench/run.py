@@ -7,7 +7,8 @@
 Steps: synthesise data (shapes world + two-image samples), build a Qwen2-VL of the chosen
 size, train it with vlmtune and with TRL (each in its own process, so peak RSS is its
 own), time batched vs one-by-one generation, write ``bench/results/<timestamp>.json`` and
-``latest.json``. The last line of stdout is one JSON object with the headline numbers.
+``latest.json`` (``latest-real.json`` for ``--size real``). The last line of stdout is one
+JSON object with the headline numbers.
 bench/README.md describes the method: what is equal between the runs and what differs.
 """
 
@@ -252,7 +253,7 @@ def main(argv: list[str] | None = None) -> dict:
     result["table"] = table(result)
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / f"{started}.json", result)
-    write_json(args.out / "latest.json", result)
+    write_json(args.out / ("latest-real.json" if args.size == "real" else "latest.json"), result)
     print(result["table"])
     for key, goal in result["goals"].items():
         print(f"goal {key}: {goal['target']}: {goal['value']} -> {'met' if goal['met'] else 'NOT met'}")

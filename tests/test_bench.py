@@ -100,7 +100,7 @@ def test_real_vocab_bench_quick(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
     headline = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(headline) == HEADLINE and headline["eval_speedup"] is None
-    result = json.loads((tmp_path / "results" / "latest.json").read_text())
+    result = json.loads((tmp_path / "results" / "latest-real.json").read_text())
     assert result["model"]["vocab_size"] == 152064 > 100 * result["model"]["tokenizer_size"]
     assert result["model"]["image_processor"]["patch_size"] == 14
     assert result["max_step_loss_diff"] < 1e-4
