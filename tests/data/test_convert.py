@@ -209,3 +209,16 @@ def test_hf_bad_inputs(root):
     other = root / "other.parquet"
     datasets.Dataset.from_dict({"text": ["t"]}).to_parquet(str(other))
     _fails(other, root / "o.jsonl", "no conversation column")
+
+
+def test_failed_conversion_leaves_no_new_folder(root):
+    src = _write_jsonl(root / "bad.jsonl", [GOOD, {"conversations": _turns("Q")}])
+    out = root / "new" / "deeper" / "out.jsonl"
+    with pytest.raises(DataError):
+        convert(src, out, fmt="llava")
+    assert not (root / "new").exists()  # the folders the conversion created are gone again
+    (root / "kept").mkdir()
+    (root / "kept" / "mine.txt").write_text("user file")
+    with pytest.raises(DataError):
+        convert(src, root / "kept" / "sub" / "out.jsonl", fmt="llava")
+    assert sorted(p.name for p in (root / "kept").iterdir()) == ["mine.txt"]

@@ -57,6 +57,11 @@ class Staging:
         self.allow_outside_root = allow_outside_root
         self.dedupe_ids = dedupe_ids
         self.image_dir_name = f"{self.out.stem}_images"
+        missing, parent = [], self.root  # folders this conversion creates: removed again on failure
+        while not parent.exists():
+            missing.append(parent)
+            parent = parent.parent
+        self._created_dirs = missing  # deepest first
         self.root.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{self.out.name}.", suffix=".tmp")
         self._tmp_jsonl = Path(tmp)
@@ -200,3 +205,8 @@ class Staging:
         self._tmp_jsonl.unlink(missing_ok=True)
         if self._tmp_images is not None:
             shutil.rmtree(self._tmp_images, ignore_errors=True)
+        for folder in self._created_dirs:  # only folders this conversion made, and only if empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
