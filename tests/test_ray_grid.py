@@ -46,7 +46,7 @@ def grid_file(tmp_path_factory, tiny_factory, shapes_data):
             "method": {"kind": "lora", "dropout": 0.0},
             "data": {"train": str(shapes_data / "train_vqa.jsonl"), "max_length": 512},
             "train": {"max_steps": 10, "batch_size": 2, "lr": 1e-2, "schedule": "constant", "warmup_ratio": 0.0,
-                      "checkpoint_every": 2, "seed": 0},
+                      "checkpoint_every": 2, "keep_checkpoints": 10, "seed": 0},
             "eval": {"test": str(shapes_data / "test_vqa.jsonl"), "max_new_tokens": 4, "batch_size": 4,
                      "max_samples": 8}}
 
@@ -150,6 +150,8 @@ def test_ctrl_c_cancels_every_task_and_leaves_runs_resumable(local_ray, grid_fil
     import _thread
 
     grid = load_grid(grid_file("interrupted"))
+    # kept (keep_checkpoints: 10): with the default 2 it is pruned at step 6, and a quiet machine
+    # could pass that window between two polls and let the whole grid finish un-interrupted
     lora = grid.variants[2].run_dir / "checkpoints" / "step-000002"
 
     def press_ctrl_c():
