@@ -77,6 +77,8 @@ def plan(config: Optional[Path] = typer.Argument(None, help="a vlmtune run confi
          quant: Optional[str] = typer.Option(None, "--quant", help="4-bit kind: bnb4|nf4|gptq4 (default: bnb4)"),
          no_kbit_upcast: bool = typer.Option(False, "--no-kbit-upcast",
                                              help="QLoRA without PEFT's fp32 upcast of unquantized weights"),
+         bnb_keeps_inputs: bool = typer.Option(False, "--bnb-keeps-inputs", help="bitsandbytes < 0.43.2: "
+                                               "every 4-bit matmul keeps its input for the backward"),
          gpus: Optional[int] = typer.Option(None, "--gpus", help="default 1"),
          zero: Optional[int] = typer.Option(None, "--zero", help="ZeRO stage 0|2|3 (default: 0)"),
          attn: Optional[str] = typer.Option(None, "--attn", help="eager|sdpa|flash (default: sdpa)"),
@@ -118,7 +120,8 @@ def _settings(opts: dict[str, Any]) -> tuple[str, str, dict[str, Any], Any, Any]
     for flag, name, value in (("no_master_weights", "master_weights", False),
                               ("checkpointing", "gradient_checkpointing", True),
                               ("activation_offload", "activation_offload", True),
-                              ("no_kbit_upcast", "kbit_upcast", False)):
+                              ("no_kbit_upcast", "kbit_upcast", False),
+                              ("bnb_keeps_inputs", "bnb_keeps_inputs", True)):
         if opts[flag]:
             fields[name] = value
     chosen = picked["method"] or "all"

@@ -37,14 +37,25 @@ def test_every_published_row_is_answered_with_its_source(rows):
 
 
 def test_published_rows_error_bound(rows):
-    """Goal (issue 21): median |error| <= 10% and >= 80% of rows within 15%. Met for the
-    median; 72% within 15% (the ms-swift LoRA/QLoRA rows of Qwen-7B-Chat read 2x more per
-    token than Qwen's own table for the same model; docs/memory_plan.md)."""
+    """Goal (issue 21): median |error| <= 10% and >= 80% of rows within 15%. The median is
+    met (8.6%); the share within 15% is NOT (49 of 67 rows, 73%): asserted here as the
+    measured floor, not the goal. What keeps it below: ms-swift's LoRA/QLoRA rows of
+    Qwen-7B-Chat (-19% to -60%, cause not established), lit-gpt's bitsandbytes QLoRA rows
+    (-10% to -28%) and phi-1.5 (+12% to +23%): docs/memory_plan.md, "What still misses"."""
     s = summary(rows)
-    assert s["median_abs_error"] <= 0.10, s
-    assert s["within_15"] >= 0.70, s
+    assert s["median_abs_error"] <= 0.10, s  # goal met
+    assert s["within_15"] >= 0.73, s  # measured floor (49 of 67), below the 0.80 goal
     authors = [r for r in rows if r["source"]["repo"] in ("QwenLM/Qwen", "QwenLM/Qwen-VL")]
     assert summary(authors)["within_15"] >= 0.85 and summary(authors)["max_abs_error"] < 0.2
+    others = [r for r in rows if r["source"]["repo"] != "modelscope/ms-swift"]
+    assert summary(others)["within_15"] >= 0.86, summary(others)  # 43 of 50 without ms-swift
+    assert {r["model"] for r in rows} >= {"meta-llama-Llama-2-7b-hf.json", "microsoft-phi-1_5.json",
+                                          "meta-llama-Llama-3.2-3B-Instruct.json", "Qwen-Qwen-VL-Chat.json"}
+
+
+def test_published_gb_are_converted_to_gib(rows):
+    row = next(r for r in rows if r["setup"] == "litgpt-llama2-7b-lora" and r["source"]["line"] == 56)
+    assert row["measured"] == round(21.30e9 / 2**30, 2)  # lit-gpt prints max_memory_allocated() / 1e9
 
 
 def test_docs_show_the_recomputed_table(rows):
@@ -82,6 +93,10 @@ def test_settings_change_the_terms_they_should():
     gptq, nf4 = with_("qlora4", quant="gptq4"), with_("qlora4")
     assert gptq.weights < nf4.weights  # GPTQ keeps the rest 16-bit; PEFT upcasts bitsandbytes' rest to fp32
     assert with_("qlora4", kbit_upcast=False).weights < nf4.weights
+    old_bnb = with_("qlora4", bnb_keeps_inputs=True)  # bitsandbytes < 0.43.2 keeps each 4-bit matmul's input
+    h, i, a = shapes.hidden, shapes.intermediate, 4  # a: PEFT's upcast makes the stream fp32
+    assert old_bnb.activations - nf4.activations == 1024 * (shapes.layers * a * (2 * h + i) - a * h)
+    assert with_("qlora4", quant="gptq4", bnb_keeps_inputs=True).activations == gptq.activations
     assert with_("dora").trainable > lora.trainable and with_("freeze").trainable == shapes.by_role["projector"]
     assert with_(answer_tokens=20).logits == 20 * shapes.vocab * 12  # the LM head runs only where a label follows
     assert with_(loss="hf", answer_tokens=20).logits == 1024 * shapes.vocab * 14  # full logits, upcast to fp32

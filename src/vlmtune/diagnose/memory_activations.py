@@ -98,6 +98,8 @@ def language_activations(shapes: Any, w: Any, method: str, batch: int, targets: 
     adapters = _adapter_inputs(shapes, w, targets, a) if targets else 0
     if method == "qlora8":  # bitsandbytes' 8-bit matmul keeps its input on ctx
         adapters += shapes.layers * 4 * (2 * h + i) - 4 * h
+    if method == "qlora4" and w.quant != "gptq4" and w.bnb_keeps_inputs:  # MatMul4Bit before bitsandbytes#1270
+        adapters += shapes.layers * a * (2 * h + i) - a * h
     if not targets and not trains_layers:  # nothing in the decoder trains (freeze: projector only)
         if w.gradient_checkpointing:
             return tokens * shapes.layers * h * a

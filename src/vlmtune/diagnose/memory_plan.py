@@ -73,6 +73,7 @@ class Workload:
     double_quant: bool = True
     quant: str = "bnb4"  # bnb4 | nf4 (the same: bitsandbytes NF4) | gptq4
     kbit_upcast: bool = True  # PEFT's prepare_model_for_kbit_training (vlmtune calls it)
+    bnb_keeps_inputs: bool = False  # bitsandbytes < 0.43.2: each 4-bit matmul keeps its input for the backward
     optim: str = "adamw"
     gpus: int = 1
     zero: int = 0  # DeepSpeed ZeRO stage / FSDP equivalent: 0 none, 1-2 states (+grads), 3 weights too

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 _KEYS = ("method", "measure")
+_PUBLISHED = ("line", "gib", "gb")  # "gb": a source that prints 1e9-byte GB (lit-gpt: max_memory_allocated() / 1e9)
 
 
 def evaluate_published(path: str | Path, configs: str | Path | None = None) -> list[dict[str, Any]]:
@@ -33,16 +34,17 @@ def evaluate_published(path: str | Path, configs: str | Path | None = None) -> l
         shapes = shapes_cache.get(setup["model"]) or model_shapes(str(configs / setup["model"]))
         shapes_cache[setup["model"]] = shapes
         for row in setup["rows"]:
-            fields = {**setup["workload"], **{k: v for k, v in row.items() if k not in ("line", "gib", *_KEYS)}}
+            fields = {**setup["workload"], **{k: v for k, v in row.items() if k not in (*_PUBLISHED, *_KEYS)}}
             if "trainable_roles" in fields:
                 fields["trainable_roles"] = tuple(fields["trainable_roles"])
             method = row.get("method", setup["method"])
             w = Workload(**fields, measure=row.get("measure", setup["measure"]))
             predicted = plan_method(shapes, w, method).peak / 2**30
+            gib = row["gib"] if "gib" in row else row["gb"] * 1e9 / 2**30
             out.append({"setup": setup["id"], "model": setup["model"], "method": method,
-                        "seq": w.seq, "batch": w.batch, "measured": row["gib"], "predicted": round(predicted, 2),
-                        "error": predicted / row["gib"] - 1, "source": {**setup["source"], "line": row["line"]},
-                        "varied": {k: v for k, v in row.items() if k not in ("line", "gib")}})
+                        "seq": w.seq, "batch": w.batch, "measured": round(gib, 2), "predicted": round(predicted, 2),
+                        "error": predicted / gib - 1, "source": {**setup["source"], "line": row["line"]},
+                        "varied": {k: v for k, v in row.items() if k not in _PUBLISHED}})
     return out
 
 
