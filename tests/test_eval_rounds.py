@@ -21,9 +21,11 @@ NEW = 8
 
 
 def test_length_chunks_keep_similar_lengths_together():
-    assert length_chunks([10, 30, 11, 12, 40, 13], ratio=1.25) == [[0, 2, 3], [5], [1], [4]]
-    assert length_chunks([12, 10, 11], ratio=1.25) == [[0, 1, 2]]  # batch order inside a group
+    assert length_chunks([10, 30, 11, 12, 40, 13], ratio=1.25, min_rows=1) == [[0, 2, 3], [5], [1], [4]]
+    assert length_chunks([10, 30, 11, 12, 40, 13], ratio=1.25, min_rows=2) == [[0, 2, 3], [1, 5], [4]]
+    assert length_chunks([12, 10, 11], ratio=1.25, min_rows=1) == [[0, 1, 2]]  # batch order inside a group
     assert length_chunks([5], ratio=1.25) == [[0]]
+    assert len(length_chunks([10] * 4 + [40] * 4, ratio=1.25)) == 1  # default: groups of >= 8 rows
 
 
 def test_insert_adds_masked_columns_after_the_prefix():
@@ -126,6 +128,8 @@ def test_batched_generation_equals_one_by_one(family, tiny_factory, shapes_data,
     monkeypatch.setattr(G, "generate_in_rounds", spy_rounds)
     monkeypatch.setattr(R, "_merge", spy_merge)
     monkeypatch.setattr(R, "FIRST_ROUND", 1)  # starts merge after one token: merging is exercised
+    monkeypatch.setattr(G, "MIN_ROUND_ROWS", 1)  # rounds and length groups on this small batch
+    monkeypatch.setattr(G, "MIN_CHUNK_ROWS", 1)
     pad = generator.kwargs["pad_token_id"]
     ref_logits, batch_logits = Recorder(pad), Recorder(pad)
     _one_by_one(model, processor, fam, convs, images, dict(generator.kwargs, logits_processor=[ref_logits]))

@@ -119,6 +119,8 @@ def test_generate_all_groups_batches_but_keeps_input_order(share_images, tiny_fa
         return original(self, conversations, images)
 
     monkeypatch.setattr(Generator, "__call__", spy)
+    monkeypatch.setattr("vlmtune.evaluate.run.MIN_ROUND_ROWS", 1)  # image-by-image batches from 2 rows
+    monkeypatch.setattr("vlmtune.evaluate.generate.MIN_ROUND_ROWS", 1)
     records = generate_all(generator, samples, [], run_config(path, eval={"batch_size": 3 if not share_images else 2}),
                            "mixed")
     monkeypatch.undo()

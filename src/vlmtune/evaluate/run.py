@@ -32,7 +32,7 @@ from vlmtune.data.schema import Sample, load_samples, text_of
 from vlmtune.data.video import VideoSampling
 from vlmtune.families import check_video_support
 from vlmtune.errors import DataError, RunDirError
-from vlmtune.evaluate.generate import Generation, Generator
+from vlmtune.evaluate.generate import MIN_ROUND_ROWS, Generation, Generator
 from vlmtune.evaluate.scoring import score_records
 from vlmtune.ownership import DirLock, is_empty, mark, marker_kind
 from vlmtune.rundir import METRICS, RunDir
@@ -99,7 +99,9 @@ def generate_all(generator: Generator, samples: list[Sample], pool: list[Sample]
     """
     generations: list[Generation | None] = [None] * len(samples)
     bs = cfg.eval.batch_size
-    order = batch_order(samples, by_image=generator.share_prefix and generator.share_images and not pool)
+    by_image = (generator.share_prefix and generator.share_images and generator.rounds and not pool
+                and bs >= MIN_ROUND_ROWS)  # small batches: by task, so short answers end together
+    order = batch_order(samples, by_image=by_image)
     with Progress(transient=True) as progress:
         task = progress.add_task(f"eval {label}", total=len(samples))
         for start in range(0, len(order), bs):
