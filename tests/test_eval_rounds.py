@@ -88,15 +88,18 @@ def _stop_token_for_mixed_lengths(model, processor, fam, convs, images, kwargs) 
     pytest.skip("no output token gives mixed answer lengths")
 
 
+@pytest.mark.parametrize("rounds", [True, False], ids=["rounds", "one-generate"])
 @pytest.mark.parametrize("family", ["qwen2_vl", "llava", "idefics3"])
-def test_batched_generation_equals_one_by_one(family, tiny_factory, shapes_data, monkeypatch):
+def test_batched_generation_equals_one_by_one(family, rounds, tiny_factory, shapes_data, monkeypatch):
     path = tiny_factory(family)
     model = AutoModelForImageTextToText.from_pretrained(path).eval()
     processor = AutoProcessor.from_pretrained(path)
     fam = get_family(AutoConfig.from_pretrained(path).model_type)
     mixed = {s.id: s for s in load_samples(shapes_data / "train_mixed.jsonl")}
     # 3 images x 2 questions of different lengths (padded), a two-image and a text-only prompt
-    samples = load_samples(shapes_data / "test.jsonl")[:6] + [mixed["two-images"], mixed["text-only"]]
+    samples = load_samples(shapes_data / "test.jsonl")[:6]
+    if rounds:  # one generate call shares images only when every row does: these start apart
+        samples += [mixed["two-images"], mixed["text-only"]]
     prompts = [build_prompt(s, []) for s in samples]
     convs, images = [[SYSTEM] + m for m, _ in prompts], [im for _, im in prompts]
     generator = Generator(model, processor, fam, max_new_tokens=NEW)
@@ -104,7 +107,7 @@ def test_batched_generation_equals_one_by_one(family, tiny_factory, shapes_data,
     generator.kwargs, reference = _stop_token_for_mixed_lengths(model, processor, fam, convs, images,
                                                                 generator.kwargs)
     groups = image_groups(images)
-    assert groups[0] == groups[1] and groups[0] != groups[2] and groups[-1] is None
+    assert groups[0] == groups[1] and groups[0] != groups[2] and (groups[-1] is None) == rounds
 
     seen = {"image_prefix": 0, "parts": []}
     real_cache, real_rounds = G.image_prefix_cache, G.generate_in_rounds
@@ -128,7 +131,8 @@ def test_batched_generation_equals_one_by_one(family, tiny_factory, shapes_data,
     monkeypatch.setattr(G, "generate_in_rounds", spy_rounds)
     monkeypatch.setattr(R, "_merge", spy_merge)
     monkeypatch.setattr(R, "FIRST_ROUND", 1)  # starts merge after one token: merging is exercised
-    monkeypatch.setattr(G, "MIN_ROUND_ROWS", 1)  # rounds and length groups on this small batch
+    # rounds and length groups on this small batch, or one generate call (batches < 16 rows)
+    monkeypatch.setattr(G, "MIN_ROUND_ROWS", 1 if rounds else 1000)
     monkeypatch.setattr(G, "MIN_CHUNK_ROWS", 1)
     pad = generator.kwargs["pad_token_id"]
     ref_logits, batch_logits = Recorder(pad), Recorder(pad)
@@ -138,8 +142,10 @@ def test_batched_generation_equals_one_by_one(family, tiny_factory, shapes_data,
     assert len(ref_logits.scores) == sum(len(r) for r in reference)  # one per generated token
     for key, logits in ref_logits.scores.items():
         torch.testing.assert_close(batch_logits.scores[key], logits, atol=1e-5, rtol=1e-5)
-    assert seen["image_prefix"] == 1 and len(seen["parts"]) >= 2  # images shared, several starts
-    assert len(seen["merged_widths"]) >= 2  # parts of different widths merged into one batch
+    assert seen["image_prefix"] == 1  # images shared
+    if rounds:
+        assert len(seen["parts"]) >= 2  # several starts
+        assert len(seen["merged_widths"]) >= 2  # parts of different widths merged into one batch
     tok = processor.tokenizer
     expected = [tok.decode(r, skip_special_tokens=True).strip() for r in reference]
     assert [g.text for g in batched] == expected
