@@ -45,8 +45,12 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = apply_overrides(cfg, [f"eval.batch_size={args.batch_size}", f"eval.max_new_tokens={args.max_new_tokens}",
                                 "eval.shots=0"])
     samples = load_samples(spec["eval"], root=spec["root"])
-    gens = {name: Generator(model, processor, family, max_new_tokens=args.max_new_tokens, share_prefix=share)
-            for name, share in (("plain", False), ("shared", True))}
+    variants = {"plain": {"share_prefix": False, "share_images": False, "rounds": False},
+                "text_prefix": {"share_images": False, "rounds": False},  # the default before issue 20 item 3
+                "rounds": {"share_images": False},  # + length-sorted starts, finished rows dropped
+                "default": {}}  # + the image tokens prefilled once per image
+    gens = {name: Generator(model, processor, family, max_new_tokens=args.max_new_tokens, **kw)
+            for name, kw in variants.items()}
     kwargs = gens["plain"].kwargs
     one_by_one(model, processor, family, samples[:1], kwargs)  # warm-up, untimed
 
@@ -55,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
             return one_by_one(model, processor, family, samples, kwargs)
         return [r["prediction"] for r in generate_all(gens[name], samples, [], cfg, name)]
 
-    cpu: dict[str, list[float]] = {"one_by_one": [], "plain": [], "shared": []}
+    cpu: dict[str, list[float]] = {"one_by_one": [], **{name: [] for name in gens}}
     reference, identical = None, True
     for rep in range(args.reps):
         for name in (list(cpu) if rep % 2 == 0 else list(cpu)[::-1]):
@@ -66,8 +70,8 @@ def main(argv: list[str] | None = None) -> dict:
             identical &= reference is None or out == reference
             print(f"{name:10s} cpu {cpu[name][-1]:6.2f} s  load {os.getloadavg()[0]:.1f}", flush=True)
     best = {k: min(v) for k, v in cpu.items()}
-    result = {"best_cpu_s": best, "speedup_plain": best["one_by_one"] / best["plain"],
-              "speedup_shared": best["one_by_one"] / best["shared"], "identical": identical,
+    result = {"best_cpu_s": best, **{f"speedup_{k}": best["one_by_one"] / best[k] for k in gens},
+              "identical": identical,
               "batch_size": args.batch_size, "prompts": len(samples)}
     print(result)
     return result

@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads of every worker (default 1)")
     p.add_argument("--batch-size", type=int, help="default 8 (real: 4)")
     p.add_argument("--eval-prompts", type=int, help="prompts in the eval comparison (default 32)")
-    p.add_argument("--eval-batch-size", type=int, default=16)
+    p.add_argument("--eval-batch-size", type=int, default=32)
     p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--vlmtune-set", action="append", default=[], metavar="KEY=VALUE",
                    help="vlmtune config override for the vlmtune run (e.g. train.packing=false)")

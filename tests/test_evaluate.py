@@ -96,28 +96,38 @@ def test_every_task_type_untuned_3shot_and_tuned(tiny_factory, run_config, tmp_p
             assert metric in result["tasks"][task] and "format_compliance" in result["tasks"][task]
 
 
-def test_generate_all_groups_batches_but_keeps_input_order(tiny_factory, run_config, shapes_data, monkeypatch):
-    """Mixed tasks: batches are formed by task and length, records come back in input order,
-    each equal to generating that sample alone."""
+@pytest.mark.parametrize("share_images", [False, True])
+def test_generate_all_groups_batches_but_keeps_input_order(share_images, tiny_factory, run_config, shapes_data,
+                                                           monkeypatch):
+    """Mixed tasks: batches are formed by task and length (or, when the generator prefills
+    shared images once, by image), records come back in input order, each equal to
+    generating that sample alone."""
     from vlmtune.evaluate.run import generate_all
 
     path = tiny_factory("qwen2_vl")
     model = AutoModelForImageTextToText.from_pretrained(path).eval()
     processor = AutoProcessor.from_pretrained(path)
-    generator = Generator(model, processor, get_family("qwen2_vl"), max_new_tokens=6)
+    generator = Generator(model, processor, get_family("qwen2_vl"), max_new_tokens=6, share_images=share_images)
     vqa, grounding = load_samples(shapes_data / "test_vqa.jsonl"), load_samples(shapes_data / "test_grounding.jsonl")
     samples = [x for pair in zip(vqa[:3], grounding[:3]) for x in pair]  # alternating tasks
     calls = []
     original = Generator.__call__
 
     def spy(self, conversations, images):
-        calls.append({"box" in c[-1]["content"][-1]["text"] for c in conversations})
+        calls.append(({"box" in c[-1]["content"][-1]["text"] for c in conversations}, {id(i[0]) for i in images},
+                      {i[0].tobytes() for i in images}))
         return original(self, conversations, images)
 
     monkeypatch.setattr(Generator, "__call__", spy)
-    records = generate_all(generator, samples, [], run_config(path, eval={"batch_size": 3}), "mixed")
+    monkeypatch.setattr("vlmtune.evaluate.run.MIN_ROUND_ROWS", 1)  # image-by-image batches from 2 rows
+    monkeypatch.setattr("vlmtune.evaluate.generate.MIN_ROUND_ROWS", 1)
+    records = generate_all(generator, samples, [], run_config(path, eval={"batch_size": 3 if not share_images else 2}),
+                           "mixed")
     monkeypatch.undo()
     assert [r["id"] for r in records] == [s.id for s in samples]
-    assert sorted(map(sorted, calls)) == [[False], [True]]  # one task per batch
+    if share_images:
+        assert all(len(c[2]) == 1 and c[0] == {False, True} for c in calls)  # one image per batch, both tasks
+    else:
+        assert sorted(sorted(c[0]) for c in calls) == [[False], [True]]  # one task per batch
     alone = [generator(*[[p] for p in build_prompt(s, [])])[0].text for s in samples]
     assert [r["prediction"] for r in records] == alone

@@ -63,13 +63,19 @@ def plan_shared_prefix(batch: dict, stop_ids: set[int], min_tokens: int) -> Shar
     n = common_prefix_length(rows, stop_ids)
     if n < min_tokens:
         return None
-    order = torch.stack([_new_column_order(int(p), n, ids.shape[1]) for p in pads])
-    keys = per_token_keys(batch)
-    inputs = dict(batch)
-    for k in keys:
-        inputs[k] = torch.gather(batch[k], 1, order.to(batch[k].device))
-    prefix = {k: inputs[k][:1, :n] for k in keys}
+    inputs = relaid(batch, pads, n)
+    prefix = {k: inputs[k][:1, :n] for k in per_token_keys(batch)}
     return SharedPrefix(n, inputs, prefix)
+
+
+def relaid(batch: dict, pads: torch.Tensor, n: int) -> dict:
+    """``batch`` with each row's per-token tensors re-laid out as [first n real tokens][pads][rest]."""
+    total = batch["input_ids"].shape[1]
+    order = torch.stack([_new_column_order(int(p), n, total) for p in pads])
+    inputs = dict(batch)
+    for k in per_token_keys(batch):
+        inputs[k] = torch.gather(batch[k], 1, order.to(batch[k].device))
+    return inputs
 
 
 def _new_column_order(pad: int, n: int, total: int) -> torch.Tensor:

@@ -32,7 +32,7 @@ from vlmtune.data.schema import Sample, load_samples, text_of
 from vlmtune.data.video import VideoSampling
 from vlmtune.families import check_video_support
 from vlmtune.errors import DataError, RunDirError
-from vlmtune.evaluate.generate import Generation, Generator
+from vlmtune.evaluate.generate import MIN_ROUND_ROWS, Generation, Generator
 from vlmtune.evaluate.scoring import score_records
 from vlmtune.ownership import DirLock, is_empty, mark, marker_kind
 from vlmtune.rundir import METRICS, RunDir
@@ -91,14 +91,17 @@ def generate_all(generator: Generator, samples: list[Sample], pool: list[Sample]
                  label: str) -> list[dict]:
     """Generate for every sample in batches of ``eval.batch_size``; records in input order.
 
-    Batches are formed from samples sorted by (task, images, prompt length): a batch runs
-    until its longest answer ends, so mixing one-word VQA answers with captions would make
-    every row decode caption-many steps (and pad prompts to the longest). Greedy outputs do
-    not depend on the batch (tested), so the order only changes the speed.
+    Batches are formed from samples sorted by (task, images, prompt length) (see
+    :func:`batch_order`; samples about the same images first, together, when the generator
+    prefills shared images once): similar prompts pad little, and similar answers end
+    together. Greedy outputs do not depend on the batch (tested), so the order only changes
+    the speed.
     """
     generations: list[Generation | None] = [None] * len(samples)
     bs = cfg.eval.batch_size
-    order = sorted(range(len(samples)), key=lambda i: _batch_key(samples[i]))
+    by_image = (generator.share_prefix and generator.share_images and generator.rounds and not pool
+                and bs >= MIN_ROUND_ROWS)  # small batches: by task, so short answers end together
+    order = batch_order(samples, by_image=by_image)
     with Progress(transient=True) as progress:
         task = progress.add_task(f"eval {label}", total=len(samples))
         for start in range(0, len(order), bs):
@@ -113,10 +116,23 @@ def generate_all(generator: Generator, samples: list[Sample], pool: list[Sample]
     return _records(samples, generations)
 
 
-def _batch_key(sample: Sample) -> tuple[str, int, int]:
-    """Samples likely to have equally long prompts and answers sort next to each other."""
-    text = sum(len(text_of(m)) for m in sample.prompt_messages)
-    return (sample.task or "", len(sample.images) + len(sample.videos), text)
+def batch_order(samples: list[Sample], by_image: bool) -> list[int]:
+    """Sample indices in batch order. Samples likely to have equally long prompts and answers
+    sort next to each other; with ``by_image``, samples asking about the same images come
+    first, together, so a batch can prefill their image tokens once (the rounds of
+    :mod:`vlmtune.evaluate.rounds` drop their short answers early)."""
+    counts: dict[tuple, int] = {}
+    for s in samples:
+        counts[tuple(s.images)] = counts.get(tuple(s.images), 0) + 1
+
+    def key(i: int) -> tuple:
+        s = samples[i]
+        text = sum(len(text_of(m)) for m in s.prompt_messages)
+        media = len(s.images) + len(s.videos)
+        if by_image and s.images and not s.videos and counts[tuple(s.images)] > 1:
+            return (0, str(media), tuple(str(p) for p in s.images), s.task or "", text)
+        return (1, s.task or "", media, (), text)
+    return sorted(range(len(samples)), key=key)
 
 
 def load_model_for_eval(cfg: RunConfig, run: Path | None) -> tuple[Any, Any, Any]:
