@@ -37,10 +37,22 @@ def test_shipped_lesson_grid_validates_and_matches_configs(tmp_path, name):
 
 def test_lesson_registry_order_and_all(monkeypatch, tmp_path):
     assert lessons.lesson_names("all") == ["format-drift", "forgetting", "vision-bottleneck", "rank"]
+    from rich.console import Console
+
+    from vlmtune.errors import VlmtuneError
+
     ran = []
-    monkeypatch.setattr(lessons, "run_lesson", lambda name, out, console: ran.append(name))
-    lessons.run_lessons("all", tmp_path, console=None)
-    assert ran == list(lessons.LESSONS)
+
+    def fake(name, out, console):
+        ran.append(name)
+        if name == "forgetting":
+            raise VlmtuneError("1 of 3 variants failed: mix-0: boom")
+        return name
+
+    monkeypatch.setattr(lessons, "run_lesson", fake)
+    with pytest.raises(VlmtuneError, match=r"^lesson forgetting: 1 of 3 variants failed: mix-0: boom$"):
+        lessons.run_lessons("all", tmp_path, console=Console(quiet=True))
+    assert ran == list(lessons.LESSONS)  # the lessons after the failed one still ran
 
 
 def test_unknown_lesson_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
@@ -174,9 +186,13 @@ def test_rank_finding_compares_saturation_with_rank_need(tmp_path):
     scores = {"r1": 0.3, "r2": 0.5, "r4": 0.7, "r8": 0.71, "r16": 0.72, "full": 0.75}
     energy = {"1": 0.3, "2": 0.5, "4": 0.92, "8": 0.96, "16": 0.99, "64": 1.0}
     text = " ".join(lesson_finding("rank", _rank_view(tmp_path, scores, energy)))
-    assert "r=1 0.3; r=2 0.5; r=4 0.7; r=8 0.71; r=16 0.72; full 0.75" in text
-    assert "The sweep saturates at r=4" in text and "reaches 90% of its energy r=4" in text
-    assert "predicts the saturation" in text
+    assert "r=1 0.3; r=2 0.5; r=4 0.7; r=8 0.71; r=16 0.72; full 0.75; share of the full update's energy a " \
+           "rank-r approximation keeps: r=1 30%, r=2 50%, r=4 92%" in text
+    assert "The sweep saturates at r=4" in text and "reaches 90% of the full update's energy at r=4" in text
+    assert "predicts this" in text
+    scores.update(r4=0.45, r8=0.5, r16=0.8)  # still rising at the top of the sweep, while r=4 keeps 92%
+    text = " ".join(lesson_finding("rank", _rank_view(tmp_path, scores, energy)))
+    assert "The sweep has not saturated by r=16" in text and "does not predict where the sweep saturates" in text
 
 
 def test_rank_finding_is_inconclusive_when_nothing_learned(tmp_path):
@@ -229,3 +245,22 @@ def test_lesson_runs_end_to_end_on_a_tiny_model(tmp_path, monkeypatch, tiny_fact
         assert "vlmtune diagnose vision on full-vision" in md
     if name == "rank":
         assert (tmp_path / name / "full" / "rank.json").is_file()
+
+
+def test_mc_letters_converts_option_text_and_keeps_the_rest(tmp_path):
+    from vlmtune.data.mc_letters import convert_file
+
+    def sample(answer, options):
+        return {"id": answer, "images": [], "task": "mc_text", "answers": [answer], "options": options,
+                "messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text":
+                              "Colour?\nA. red\nB. Blue\nAnswer with the option's text."}]},
+                             {"role": "assistant", "content": [{"type": "text", "text": answer}]}]}
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(s) + "\n" for s in (sample("blue.", ["red", "Blue"]),
+                                                           sample("green", ["red", "blue"]))))
+    assert convert_file(src, tmp_path / "out.jsonl", instruction="Answer with the letter.", task="mc") == (1, 1)
+    done, kept = [json.loads(x) for x in (tmp_path / "out.jsonl").open()]
+    assert done["answers"] == ["B"] and done["messages"][1]["content"][0]["text"] == "B"
+    assert done["messages"][0]["content"][1]["text"] == "Colour?\nA. red\nB. Blue\nAnswer with the letter."
+    assert done["task"] == "mc" and kept == sample("green", ["red", "blue"])

@@ -91,7 +91,7 @@ def format_drift(view: GridView) -> list[str]:
     if not (_real(d) and d.value < 0):
         out = [head + ": no collapse beyond noise, the format drift did not show here."]
     else:
-        out = [head + _compliance(base, text) + _content(view, task) + "."]
+        out = [head + _compliance(base, text) + _content(view, task, text.score) + "."]
     out += _converted(base, text, conv, metric)
     out += _flagged(view)
     return out
@@ -103,15 +103,15 @@ def _compliance(base: Entry, text: Entry) -> str:
     return f"; answers in the letter format {_pct(base.compliance)} -> {_pct(text.compliance)}"
 
 
-def _content(view: GridView, task: str) -> str:
+def _content(view: GridView, task: str, strict: float) -> str:
     """VLMEvalKit's extraction also reads an option's text: how many answers were right in content."""
     if view.metric[task] == "mc_accuracy":
         return ""
     b, t = (_summary_value(view, n, task, "mc_accuracy") for n in ("baseline", "text-answers"))
     if b is None or t is None:
         return ""
-    return (f", although VLMEvalKit's extraction, which also matches an option's text, scores "
-            f"{num(t)} (baseline {num(b)}): many answers were right, in the wrong format")
+    tail = (f": {num(t - strict)} of the items were answered right in the wrong format" if t > strict else "")
+    return f"; VLMEvalKit's extraction, which also matches an option's text, scores {num(t)} (baseline {num(b)}){tail}"
 
 
 def _converted(base: Entry, text: Entry, conv: Entry, metric: str) -> list[str]:
@@ -182,20 +182,25 @@ def vision_bottleneck(view: GridView) -> list[str]:
     base, frozen, tower = (by[n] for n in ROLES["vision-bottleneck"])
     metric = display(view.metric[task])
     d_frozen, d_tower = _diff(frozen, base), _diff(tower, frozen)
-    if _real(d_frozen) and d_frozen.value > 0:
-        first = (f"LoRA on the language model with the vision tower frozen helps: {metric} {num(base.score)} -> "
-                 f"{num(frozen.score)} (+{num(d_frozen.value)}, {_noise(d_frozen)})")
+    prior = view.prior.get(task)
+    learnt = Learnt([e for e in by.values() if e.score is not None], base, prior)
+    change = f"{metric} {num(base.score)} -> {num(frozen.score)} ({_noise(d_frozen)})"
+    lead = "LoRA on the language model with the vision tower frozen"
+    if _real(d_frozen) and d_frozen.value > 0 and frozen in learnt:
+        first = f"{lead} helps: {change}"
+    elif _real(d_frozen) and d_frozen.value > 0:
+        first = (f"{lead}: {change}, above the untuned model but not beyond a constant answer, "
+                 f"{prior.label}, at {num(prior.score)}: it does not learn the task" if prior is not None
+                 and prior.score is not None else f"{lead}: {change}")
     else:
-        first = (f"LoRA on the language model with the vision tower frozen does not help beyond noise: "
-                 f"{metric} {num(base.score)} -> {num(frozen.score)} ({_noise(d_frozen)})")
-    learnt = Learnt([e for e in by.values() if e.score is not None], base, view.prior.get(task))
+        first = f"{lead} does not help beyond noise: {change}"
     if _real(d_tower) and d_tower.value > 0 and tower not in learnt:
         second = (f"training the tower too reaches {num(tower.score)} (+{num(d_tower.value)} over frozen, "
                   f"{_noise(d_tower)}) but does not beat {learnt.refs_text()} beyond noise: inconclusive, "
                   "it did not learn the task")
     elif _real(d_tower) and d_tower.value > 0:
         second = (f"training the tower too reaches {num(tower.score)} (+{num(d_tower.value)} over frozen, "
-                  f"{_noise(d_tower)}): the frozen tower was the bottleneck")
+                  f"{_noise(d_tower)}{_floor(prior)}): the frozen tower was the bottleneck")
     elif _real(d_tower):
         second = f"training the tower too scores lower, {num(tower.score)} ({_noise(d_tower)})"
     else:
@@ -205,8 +210,15 @@ def vision_bottleneck(view: GridView) -> list[str]:
     result = probe(_run(view, tower.name)) or {}
     sentence = ((result.get("tasks") or {}).get(task) or {}).get("verdict")
     if sentence:
-        out.append(f"vlmtune diagnose vision on {tower.name}: {sentence}")
+        caveat = "" if tower in learnt else (f" (read with care: {tower.name} did not beat {learnt.refs_text()} "
+                                             "beyond noise, so the gain it attributes is not a learned task)")
+        out.append(f"vlmtune diagnose vision on {tower.name}: {sentence.rstrip('.')}{caveat}.")
     return out
+
+
+def _floor(prior: Entry | None) -> str:
+    """The constant answer's score, so a gain beyond noise is read against the task's floor."""
+    return "" if prior is None or prior.score is None else f"; a constant answer scores {num(prior.score)}"
 
 
 def rank(view: GridView) -> list[str]:
@@ -219,23 +231,29 @@ def rank(view: GridView) -> list[str]:
         return gone or ["no finding: fewer than two LoRA ranks were evaluated."]
     metric = display(view.metric[task])
     curve = "; ".join(f"r={e.r} {num(e.score)}" for e in loras)
-    out = [f"LoRA rank sweep, {metric}: {curve}; full {num(by['full'].score)}."]
+    need = _need(_run(view, "full"))
+    shares = f"; share of the full update's energy a rank-r approximation keeps: {_curve(need[1])}" if need else ""
+    out = [f"LoRA rank sweep, {metric}: {curve}; full {num(by['full'].score)}{shares}."]
     learnt = Learnt([e for e in by.values() if e.score is not None], by["baseline"], view.prior.get(task))
     if not any(e in learnt for e in loras) or by["full"] not in learnt:
         return out + [f"Rank need vs sweep: inconclusive: {_who_failed(loras, by['full'], learnt)} "
                       "so neither the sweep nor the update's rank says what the task needs."]
     best = max(loras, key=lambda e: e.score)
     saturated = next(e for e in loras if not (_real(d := _diff(best, e)) and d.value > 0))
-    need = _need(_run(view, "full"))
     if need is None:
         return out + [f"The sweep saturates at r={saturated.r}; the full variant has no rank analysis to compare."]
     predicted, energies = need
-    said = f"r={predicted}" if predicted else f"above r={max(int(k) for k in energies)}"
-    agree = predicted is not None and abs(_log2(predicted) - _log2(saturated.r)) <= 1
-    return out + [f"The sweep saturates at r={saturated.r} (smallest rank within noise of the best, "
-                  f"{best.label} {num(best.score)}); the rank-need curve of the full update ({_curve(energies)}) "
-                  f"reaches 90% of its energy {said}: "
-                  + ("the measured rank need predicts the saturation (within a factor of 2)." if agree else
+    said = f"at r={predicted}" if predicted else f"only above r={max(int(k) for k in energies)}"
+    top = loras[-1].r
+    if saturated.r == top:  # every lower rank is below the best beyond noise: no plateau inside the sweep
+        sweep = f"The sweep has not saturated by r={top} (every lower rank is below it beyond noise)"
+        agree = predicted is None or predicted >= top
+    else:
+        sweep = (f"The sweep saturates at r={saturated.r} (smallest rank within noise of the best, "
+                 f"{best.label} {num(best.score)})")
+        agree = predicted is not None and abs(_log2(predicted) - _log2(saturated.r)) <= 1
+    return out + [f"{sweep}; the rank-need curve reaches 90% of the full update's energy {said}: "
+                  + ("the measured rank need predicts this (within a factor of 2)." if agree else
                      "the measured rank need does not predict where the sweep saturates.")]
 
 

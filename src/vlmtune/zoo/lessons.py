@@ -33,7 +33,7 @@ from typing import Any, Callable
 import yaml
 
 from vlmtune.atomic import write_text
-from vlmtune.errors import InputError
+from vlmtune.errors import InputError, VlmtuneError
 # Function-level imports: the grid runner, the format check and the vision probe load only
 # when a lesson runs (CLI start-up).
 
@@ -176,5 +176,15 @@ def finding_of(grid_dir: Path, name: str) -> list[str]:
 
 
 def run_lessons(arg: str, out: Path, *, console: Any) -> list[LessonOutcome]:
-    """Each named lesson in turn (``all``: in ``LESSONS`` order)."""
-    return [run_lesson(name, out, console=console) for name in lesson_names(arg)]
+    """Each named lesson in turn (``all``: in ``LESSONS`` order); a failed lesson does not stop
+    the next ones, and one error at the end names every failure."""
+    outcomes, failed = [], {}
+    for name in lesson_names(arg):
+        try:
+            outcomes.append(run_lesson(name, out, console=console))
+        except VlmtuneError as err:
+            failed[name] = str(err)
+            console.print(f"[red]lesson {name} failed:[/red] {err}", highlight=False)
+    if failed:
+        raise VlmtuneError("; ".join(f"lesson {n}: {e}" for n, e in failed.items()))
+    return outcomes
