@@ -19,6 +19,7 @@ Format::
       - {name: full, method: {kind: full}, train: {lr: 1.0e-4}}
 
     ray: {address: null, cpus_per_variant: 1, gpus_per_variant: null, max_retries: 3}  # optional
+    lesson: format-drift       # optional: the report opens with this lesson's finding (report/lessons.py)
 
 ``train: false`` marks an evaluation-only variant; ``train: {...}`` is the usual training
 section (merged into ``base.train``). ``train.out_dir`` is set by the grid. ``ray`` is read
@@ -46,7 +47,7 @@ from vlmtune.config import RunConfig, _merge, build_config, read_yaml
 from vlmtune.errors import ConfigError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_GRID_KEYS = ("name", "out_dir", "base", "variants", "ray")
+_GRID_KEYS = ("name", "out_dir", "base", "variants", "ray", "lesson")
 _RAY_KEYS = ("address", "cpus_per_variant", "gpus_per_variant", "max_retries")
 
 
@@ -82,6 +83,7 @@ class Grid:
     source: Path
     raw: dict[str, Any]
     ray: RaySpec = RaySpec()
+    lesson: str | None = None
 
     @property
     def dir(self) -> Path:
@@ -122,7 +124,17 @@ def load_grid(path: str | Path) -> Grid:
         seen.add(variant.name)
         variants.append(variant)
     return Grid(name=name, out_dir=out_dir, variants=variants, source=path, raw=data,
-                ray=_ray_spec(data.get("ray"), path, lines))
+                ray=_ray_spec(data.get("ray"), path, lines), lesson=_lesson(data.get("lesson"), path, lines))
+
+
+def _lesson(raw: Any, path: Path, lines: dict[str, int]) -> str | None:
+    """A lesson grid names the finding its report states (vlmtune.report.lessons)."""
+    from vlmtune.report.lessons import FINDINGS
+
+    if raw is None or raw in FINDINGS:
+        return raw
+    raise ConfigError(f"unknown lesson {raw!r} (known: {', '.join(FINDINGS)})", file=path,
+                      line=lines.get("lesson"), field="lesson")
 
 
 def _ray_spec(raw: Any, path: Path, lines: dict[str, int]) -> RaySpec:

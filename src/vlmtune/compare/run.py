@@ -305,8 +305,9 @@ def _describe(err: Exception) -> str:
 
 def _grid_record(grid: Grid) -> dict[str, Any]:
     """What the report needs from the grid: variant order and which ones train."""
-    return {"name": grid.name, "source": str(grid.source.resolve()),
-            "variants": [{"name": v.name, "trains": v.trains} for v in grid.variants]}
+    record = {"name": grid.name, "source": str(grid.source.resolve()),
+              "variants": [{"name": v.name, "trains": v.trains} for v in grid.variants]}
+    return {**record, "lesson": grid.lesson} if grid.lesson else record
 
 
 def summary_table(grid_dir: Path, status: dict[str, str] | None = None, width: int | None = None) -> Table:

@@ -104,6 +104,13 @@ def _energy_at(energy: dict[str, float], rank: int) -> float:
     return float(energy[str(below[-1])])
 
 
+def high_energy() -> float:
+    """The share of an update's energy at which a rank counts as expressing it (diagnose/rank.py)."""
+    from vlmtune.diagnose.rank import HIGH
+
+    return HIGH
+
+
 def _rank_reading(energy: dict[str, float], lora_ranks: list[int]) -> str:
     from vlmtune.diagnose.rank import HIGH, LOW
 

@@ -151,6 +151,13 @@ def load_grid_runs(grid_dir: Path) -> list[RunData]:
     return runs
 
 
+def grid_lesson(grid_dir: Path) -> str | None:
+    """The lesson a grid reproduces (``lesson:`` of its grid file, recorded in ``grid.yaml``)."""
+    path = Path(grid_dir) / GRID
+    record = yaml.safe_load(path.read_text()) if path.is_file() else None
+    return record.get("lesson") if isinstance(record, dict) else None
+
+
 def find_baseline(runs: list[RunData]) -> RunData | None:
     """The untuned reference: a variant named ``baseline``, else the first untuned 0-shot one."""
     for run in runs:

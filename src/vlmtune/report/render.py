@@ -22,7 +22,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from vlmtune.atomic import write_bytes, write_text
 from vlmtune.report.diagnostics import format_findings, rank_plot, rank_rows, rank_verdict
-from vlmtune.report.read import load_grid_runs
+from vlmtune.report.lessons import lesson_finding
+from vlmtune.report.read import grid_lesson, load_grid_runs
 from vlmtune.report.plots import draw_all
 from vlmtune.report.samples import pick_items
 from vlmtune.report.stats import Z, mean_se
@@ -55,9 +56,10 @@ def environment() -> Environment:
     return env
 
 
-def verdicts(view: GridView) -> list[str]:
-    """Verdict sentences for every task (prefixed with the task when there are several)."""
-    out, learned, known = [], set(), False
+def verdicts(view: GridView, lesson: str | None = None) -> list[str]:
+    """Verdict sentences for every task (prefixed with the task when there are several), after
+    the finding of the grid's ``lesson`` when it is one (report/lessons.py)."""
+    out, learned, known = [f"Lesson {lesson}: {s}" for s in lesson_finding(lesson, view)], set(), False
     for task in view.tasks:
         baseline = view.baseline.name if view.baseline else None
         lines = verdict(view.entries[task], display(view.metric[task]), baseline=baseline,
@@ -126,7 +128,7 @@ def context(grid_dir: Path, per_task: int) -> dict[str, Any]:
     plots += sweep_plots(sweep) if sweep else []
     return {"title": f"vlmtune report: {grid_dir.name}", "grid": grid_dir.name, "header": header,
             "rows": rows, "plots": plots, "items": pick_items(view, per_task),
-            "verdicts": verdicts(view), "notes": notes(view) + fit_notes(grid_dir), "view": view,
+            "verdicts": verdicts(view, grid_lesson(grid_dir)), "notes": notes(view) + fit_notes(grid_dir), "view": view,
             "vision_header": VISION_HEADER, "vision_rows": vision_rows(view),
             "rank_header": rank_head, "rank_rows": rank_body, "sweep_answers": sweep_answers(sweep) if sweep else [],
             "sweep_header": sweep_head, "sweep_rows": sweep_body, "format_findings": format_findings(view),
