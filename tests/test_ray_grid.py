@@ -150,20 +150,31 @@ def test_ctrl_c_cancels_every_task_and_leaves_runs_resumable(local_ray, grid_fil
     import _thread
 
     grid = load_grid(grid_file("interrupted"))
-    # kept (keep_checkpoints: 10): with the default 2 it is pruned at step 6, and a quiet machine
-    # could pass that window between two polls and let the whole grid finish un-interrupted
-    lora = grid.variants[2].run_dir / "checkpoints" / "step-000002"
+    lora = grid.variants[2]
+    checkpoint = lora.run_dir / "checkpoints" / "step-000002"  # kept (keep_checkpoints: 10)
+    stopped: dict = {}
 
     def press_ctrl_c():
+        # Ctrl-C reaches the driver within one ray.wait (0.5 s), longer than a tiny run's last 8
+        # steps take on a fast machine: freeze lora-r8's worker first so it cannot finish meanwhile
         deadline = time.time() + 600
-        while time.time() < deadline and not lora.exists():
+        while time.time() < deadline and not checkpoint.exists():
             time.sleep(0.01)
+        match = re.search(r"attempt 1: pid (\d+)", log_path(grid, lora).read_text())
+        if match and not (lora.run_dir / "resources.json").exists():
+            os.kill(int(match.group(1)), signal.SIGSTOP)
+            stopped["pid"] = int(match.group(1))
         _thread.interrupt_main()
 
     threading.Thread(target=press_ctrl_c, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
         run_grid_ray(grid)
-    assert not (grid.variants[2].run_dir / "resources.json").exists()
+    assert stopped, "lora-r8 finished before Ctrl-C"
+    assert not (lora.run_dir / "resources.json").exists()
+    try:
+        os.kill(stopped["pid"], signal.SIGCONT)  # a stopped worker cannot act on the cancel
+    except ProcessLookupError:
+        pass  # already killed
     cancelled = _unfinished_pids(grid)
     assert cancelled
     deadline = time.time() + 60
