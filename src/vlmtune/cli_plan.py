@@ -79,6 +79,9 @@ def plan(config: Optional[Path] = typer.Argument(None, help="a vlmtune run confi
                                              help="QLoRA without PEFT's fp32 upcast of unquantized weights"),
          bnb_keeps_inputs: bool = typer.Option(False, "--bnb-keeps-inputs", help="bitsandbytes < 0.43.2: "
                                                "every 4-bit matmul keeps its input for the backward"),
+         mlp_act: Optional[str] = typer.Option(None, "--mlp-act", help="the MLP activation as the training code "
+                                               "runs it, a transformers ACT2FN name, e.g. gelu_pytorch_tanh for a "
+                                               "fused F.gelu (default: the config's hidden_act)"),
          gpus: Optional[int] = typer.Option(None, "--gpus", help="default 1"),
          zero: Optional[int] = typer.Option(None, "--zero", help="ZeRO stage 0|2|3 (default: 0)"),
          attn: Optional[str] = typer.Option(None, "--attn", help="eager|sdpa|flash (default: sdpa)"),
@@ -112,7 +115,7 @@ def _settings(opts: dict[str, Any]) -> tuple[str, str, dict[str, Any], Any, Any]
     if dtype and dtype not in _DTYPES:
         raise InputError(f"unknown dtype {dtype!r}; choose bf16, fp16 or fp32", field="--dtype")
     flags = {k: opts[k] for k in ("seq", "batch", "lora_r", "lora_dropout", "images", "image_size", "optim", "gpus",
-                                  "zero", "attn", "loss", "answer_tokens", "measure", "device")}
+                                  "zero", "attn", "loss", "answer_tokens", "measure", "device", "mlp_act")}
     flags.update(lora_targets=_targets(opts["lora_targets"]), quant={"nf4": "bnb4"}.get(quant or "", quant),
                  weight_bytes=_DTYPES.get(dtype) if dtype else None,
                  modules_to_save=[m.strip() for m in saved.split(",")] if saved else None)

@@ -33,7 +33,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from vlmtune.diagnose.memory_activations import (  # noqa: F401  (re-exported)
-    activation_bytes, image_geometry, kbit_upcast, language_activations, logits_bytes, masked_layers,
+    ACT_SAVED, activation_bytes, image_geometry, kbit_upcast, language_activations, logits_bytes, masked_layers,
     vision_activations,
 )
 from vlmtune.diagnose.memory_terms import (  # noqa: F401  (re-exported)
@@ -47,7 +47,7 @@ METHODS = ("full", "lora", "qlora8", "qlora4")  # what ``--method all`` plans
 ALL_METHODS = ("full", "freeze", "lora", "dora", "qlora8", "qlora4")
 _CHOICES = {"attn": ("eager", "sdpa", "flash"), "optim": ("adamw", "adamw8bit", "paged_adamw8bit", "sgd"),
             "quant": ("bnb4", "nf4", "gptq4"), "loss": ("vlmtune", "hf", "model", "chunked"),
-            "measure": ("allocated", "reserved", "device"), "device": ("cuda", "cpu")}
+            "measure": ("allocated", "reserved", "device"), "device": ("cuda", "cpu"), "mlp_act": tuple(ACT_SAVED)}
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
@@ -85,6 +85,7 @@ class Workload:
     measure: str | None = None  # None: device on CUDA, allocated on CPU
     device: str = "cuda"  # cuda | cpu: dropout masks and AdamW scratch differ
     dora: bool = False  # set by plan_method for method "dora"
+    mlp_act: str | None = None  # the MLP activation as the training code runs it; None: the config's hidden_act
 
     def check(self) -> None:
         for name, choices in _CHOICES.items():
