@@ -57,6 +57,8 @@ def plan(config: Optional[Path] = typer.Argument(None, help="a vlmtune run confi
          seq: Optional[int] = typer.Option(None, "--seq", help="tokens per sample, image tokens included; with "
                                            "--data the max_length (default: 2048)"),
          batch: Optional[int] = typer.Option(None, "--batch", help="micro-batch per GPU (default: 1)"),
+         grad_accum: Optional[int] = typer.Option(None, "--grad-accum", help="micro-batches per optimizer step; "
+                                                  ">1 keeps the gradients alive through the later ones (default: 1)"),
          method: Optional[str] = typer.Option(None, "--method",
                                               help="all|full|freeze|lora|dora|qlora4|qlora8 (default: all)"),
          lora_r: Optional[int] = typer.Option(None, "--lora-r", help="default 16"),
@@ -115,7 +117,7 @@ def _settings(opts: dict[str, Any]) -> tuple[str, str, dict[str, Any], Any, Any]
     if dtype and dtype not in _DTYPES:
         raise InputError(f"unknown dtype {dtype!r}; choose bf16, fp16 or fp32", field="--dtype")
     flags = {k: opts[k] for k in ("seq", "batch", "lora_r", "lora_dropout", "images", "image_size", "optim", "gpus",
-                                  "zero", "attn", "loss", "answer_tokens", "measure", "device", "mlp_act")}
+                                  "zero", "attn", "loss", "answer_tokens", "measure", "device", "mlp_act", "grad_accum")}
     flags.update(lora_targets=_targets(opts["lora_targets"]), quant={"nf4": "bnb4"}.get(quant or "", quant),
                  weight_bytes=_DTYPES.get(dtype) if dtype else None,
                  modules_to_save=[m.strip() for m in saved.split(",")] if saved else None)

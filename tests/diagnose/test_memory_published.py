@@ -38,17 +38,18 @@ def test_every_published_row_is_answered_with_its_source(rows):
 
 def test_published_rows_error_bound(rows):
     """Goal (issue 21): median |error| <= 10% and >= 80% of rows within 15%. The median is
-    met (7.7%); the share within 15% is NOT (54 of 72 rows, 75%): asserted here as the
+    met (7.3%); the share within 15% is NOT (57 of 72 rows, 79%): asserted here as the
     measured floor, not the goal. What keeps it below: ms-swift's LoRA/QLoRA rows of
-    Qwen-7B-Chat (-19% to -60%, cause not established), lit-gpt's bitsandbytes QLoRA rows
-    (-10% to -28%) and TinyLlama full (-16%): docs/memory_plan.md, "What still misses"."""
+    Qwen-7B-Chat (-19% to -60%, cause not established), lit-gpt's config-hub bitsandbytes
+    QLoRA rows (-18% to -28%) and Qwen-7B full at 256 tokens (+16%): docs/memory_plan.md,
+    "What still misses"."""
     s = summary(rows)
     assert s["median_abs_error"] <= 0.10, s  # goal met
-    assert s["within_15"] >= 54 / 72, s  # measured floor (54 of 72), below the 0.80 goal
+    assert s["within_15"] >= 57 / 72, s  # measured floor (57 of 72), below the 0.80 goal
     authors = [r for r in rows if r["source"]["repo"] in ("QwenLM/Qwen", "QwenLM/Qwen-VL")]
     assert summary(authors)["within_15"] >= 0.85 and summary(authors)["max_abs_error"] < 0.2
     others = [r for r in rows if r["source"]["repo"] != "modelscope/ms-swift"]
-    assert summary(others)["within_15"] >= 48 / 55, summary(others)  # 48 of 55 without ms-swift
+    assert summary(others)["within_15"] >= 51 / 55, summary(others)  # 51 of 55 without ms-swift
     assert {r["model"] for r in rows} >= {"meta-llama-Llama-2-7b-hf.json", "microsoft-phi-1_5.json",
                                           "meta-llama-Llama-3.2-3B-Instruct.json", "Qwen-Qwen-VL-Chat.json"}
 
@@ -102,6 +103,12 @@ def test_settings_change_the_terms_they_should():
     assert with_(loss="hf", answer_tokens=20).logits == 1024 * shapes.vocab * 14  # full logits, upcast to fp32
     assert with_(loss="chunked", seq=4096).logits * 4 == with_(seq=4096).logits  # one 1024-token chunk at a time
     assert with_(measure="allocated").peak < with_(measure="reserved").peak < lora.peak  # device adds the context
+    one = with_("full", seq=8192, master_weights=False)  # activations outgrow the AdamW step's scratch
+    accum = with_("full", seq=8192, master_weights=False, grad_accum=4)  # .grad alive through later micro-batches
+    assert accum.allocated == one.weights + one.optimizer + one.gradients + \
+        max(one.activations + one.logits + one.vision_activations, one.optimizer_scratch) > one.allocated
+    assert with_("full", grad_accum=4).allocated == full.allocated  # the step's scratch still dominates
+    assert with_("full", grad_accum=4, gpus=2, zero=2).allocated == with_("full", gpus=2, zero=2).allocated
 
 
 @pytest.mark.parametrize("config", ["Qwen-Qwen-VL-Chat.json", "meta-llama-Llama-3.2-3B-Instruct.json",
@@ -126,6 +133,9 @@ def test_cli_plan_reads_a_run_config(tmp_path):
     assert (plan["method"], plan["seq"], plan["batch"]) == ("qlora4", 512, 3)
     flagged = json.loads(CliRunner().invoke(app, ["plan", str(cfg), "--json", "--batch", "1"]).stdout)["plans"][0]
     assert flagged["batch"] == 1 and flagged["peak"] < plan["peak"]
+    accumulating = CliRunner().invoke(app, ["plan", str(cfg), "--json", "--grad-accum", "4"])
+    single = CliRunner().invoke(app, ["plan", str(cfg), "--json"])
+    assert json.loads(accumulating.stdout)["plans"][0]["peak"] > json.loads(single.stdout)["plans"][0]["peak"]
 
 
 def test_cli_plan_bad_input_is_one_line():
