@@ -81,6 +81,13 @@ def plan(config: Optional[Path] = typer.Argument(None, help="a vlmtune run confi
                                              help="QLoRA without PEFT's fp32 upcast of unquantized weights"),
          bnb_keeps_inputs: bool = typer.Option(False, "--bnb-keeps-inputs", help="bitsandbytes < 0.43.2: "
                                                "every 4-bit matmul keeps its input for the backward"),
+         bnb_fp16_state: bool = typer.Option(False, "--bnb-fp16-state", help="4-bit weights quantized from fp16 "
+                                             "(bitsandbytes < 0.43.0, Lightning Fabric) in a bf16 model: each "
+                                             "dequantized weight is copied to bf16"),
+         quantize_head: bool = typer.Option(False, "--quantize-head", help="QLoRA-4: the untied LM head is 4-bit "
+                                            "too (Lightning Fabric's plugin replaces every Linear)"),
+         repeat_kv: bool = typer.Option(False, "--repeat-kv", help="the training code copies K/V to every query "
+                                        "head before attention (lit-gpt)"),
          mlp_act: Optional[str] = typer.Option(None, "--mlp-act", help="the MLP activation as the training code "
                                                "runs it, a transformers ACT2FN name, e.g. gelu_pytorch_tanh for a "
                                                "fused F.gelu (default: the config's hidden_act)"),
@@ -117,7 +124,8 @@ def _settings(opts: dict[str, Any]) -> tuple[str, str, dict[str, Any], Any, Any]
     if dtype and dtype not in _DTYPES:
         raise InputError(f"unknown dtype {dtype!r}; choose bf16, fp16 or fp32", field="--dtype")
     flags = {k: opts[k] for k in ("seq", "batch", "lora_r", "lora_dropout", "images", "image_size", "optim", "gpus",
-                                  "zero", "attn", "loss", "answer_tokens", "measure", "device", "mlp_act", "grad_accum")}
+                                  "zero", "attn", "loss", "answer_tokens", "measure", "device", "mlp_act",
+                                  "grad_accum")}
     flags.update(lora_targets=_targets(opts["lora_targets"]), quant={"nf4": "bnb4"}.get(quant or "", quant),
                  weight_bytes=_DTYPES.get(dtype) if dtype else None,
                  modules_to_save=[m.strip() for m in saved.split(",")] if saved else None)
@@ -126,7 +134,10 @@ def _settings(opts: dict[str, Any]) -> tuple[str, str, dict[str, Any], Any, Any]
                               ("checkpointing", "gradient_checkpointing", True),
                               ("activation_offload", "activation_offload", True),
                               ("no_kbit_upcast", "kbit_upcast", False),
-                              ("bnb_keeps_inputs", "bnb_keeps_inputs", True)):
+                              ("bnb_keeps_inputs", "bnb_keeps_inputs", True),
+                              ("bnb_fp16_state", "bnb_fp16_state", True),
+                              ("quantize_head", "quantize_head", True),
+                              ("repeat_kv", "repeat_kv", True)):
         if opts[flag]:
             fields[name] = value
     chosen = picked["method"] or "all"

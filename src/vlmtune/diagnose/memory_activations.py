@@ -72,6 +72,26 @@ def language_mlp(shapes: Any, w: Any, trains: bool) -> int:
     return mlp_tensors(w.mlp_act or shapes.mlp_act, shapes.mlp_gated, trains)
 
 
+def quantized_head(shapes: Any, w: Any, method: str) -> int:
+    """Parameters of an untied LM head stored in 4 bit (``w.quantize_head``: Lightning
+    Fabric's ``BitsandbytesPrecision`` replaces every ``nn.Linear``; PEFT/transformers
+    keep the head 16-bit); 0 otherwise."""
+    return shapes.head_params if method == "qlora4" and w.quant != "gptq4" and w.quantize_head else 0
+
+
+def dequantized_bytes(shapes: Any, w: Any, method: str) -> tuple[int, int]:
+    """(LM head, largest decoder Linear) as bitsandbytes dequantizes them: ``MatMul4Bit``
+    runs ``F.linear(A, dequantize_4bit(B).to(A.dtype).t())`` in the forward and the same
+    product in the backward, so each 4-bit matmul briefly holds its weight in the
+    quantization dtype, plus a copy in the compute dtype when they differ (weights
+    quantized from fp16 in a bf16 model: ``w.bnb_fp16_state``). 0 for GPTQ and 16-bit."""
+    if method != "qlora4" or w.quant == "gptq4":
+        return 0, 0
+    per_param = 2 + (2 if w.bnb_fp16_state else 0)
+    largest = max((fan_in * fan_out for _, fan_in, fan_out in shapes.layer_linears), default=0)
+    return quantized_head(shapes, w, method) * per_param, largest * per_param
+
+
 def padded(batch: int) -> bool:
     """Batches of more than one sample are padded: transformers builds a 4-D mask."""
     return batch > 1
@@ -102,6 +122,8 @@ def _attention(shapes: Any, w: Any, a: int, masked: bool) -> int:
         return a * 4 * qd + probs + (a * w.seq if masked else 0)
     if masked:  # SDPA with a 4-D mask: K/V repeated to all heads, float mask copy
         return a * (4 * qd + w.seq)
+    if w.repeat_kv:  # the training code copies K/V to every query head before the kernel
+        return a * 4 * qd
     return a * (2 * qd + 2 * kvd)
 
 
@@ -141,7 +163,7 @@ def language_activations(shapes: Any, w: Any, method: str, batch: int, targets: 
     if method == "qlora8":  # bitsandbytes' 8-bit matmul keeps its input on ctx
         adapters += shapes.layers * 4 * (2 * h + i) - 4 * h
     if method == "qlora4" and w.quant != "gptq4" and w.bnb_keeps_inputs:  # MatMul4Bit before bitsandbytes#1270
-        adapters += shapes.layers * a * (2 * h + i) - a * h
+        adapters += shapes.layers * a * (2 * h + i) - a * h + (a * h if quantized_head(shapes, w, method) else 0)
     if not targets and not trains_layers:  # nothing in the decoder trains (freeze: projector only)
         if w.gradient_checkpointing:
             return tokens * shapes.layers * h * a

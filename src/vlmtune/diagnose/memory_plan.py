@@ -17,7 +17,8 @@ validation against published GPU measurements, are in ``docs/memory_plan.md``:
   partitioned across GPUs by ZeRO stage;
 * activations per token and layer (``memory_activations``), logits as the loss needs them;
 * peak = weights + optimizer states + max(activations + logits (+ gradients when
-  accumulating over micro-batches), gradients + optimizer scratch), then the measure asked for: ``allocated`` (PyTorch's ``max_memory_allocated``),
+  accumulating over micro-batches, + a 4-bit weight dequantized for its matmul),
+  gradients + optimizer scratch), then the measure asked for: ``allocated`` (PyTorch's ``max_memory_allocated``),
   ``reserved`` (x ``ALLOCATOR_FACTOR``, the caching allocator's segments) or ``device``
   (reserved + ``CUDA_CONTEXT``, what nvidia-smi shows).
 
@@ -33,8 +34,8 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from vlmtune.diagnose.memory_activations import (  # noqa: F401  (re-exported)
-    ACT_SAVED, activation_bytes, image_geometry, kbit_upcast, language_activations, logits_bytes, masked_layers,
-    vision_activations,
+    ACT_SAVED, activation_bytes, dequantized_bytes, image_geometry, kbit_upcast, language_activations, logits_bytes,
+    masked_layers, vision_activations,
 )
 from vlmtune.diagnose.memory_terms import (  # noqa: F401  (re-exported)
     ALLOCATOR_FACTOR, CUDA_CONTEXT, lora_params, measured_as, optimizer_terms, select_targets, trainable_params,
@@ -87,6 +88,9 @@ class Workload:
     dora: bool = False  # set by plan_method for method "dora"
     mlp_act: str | None = None  # the MLP activation as the training code runs it; None: the config's hidden_act
     grad_accum: int = 1  # micro-batches per optimizer step: >1 keeps the gradients through the later ones
+    repeat_kv: bool = False  # the training code copies K/V to every query head before attention (lit-gpt)
+    quantize_head: bool = False  # QLoRA-4 bitsandbytes: the untied LM head is 4-bit too (Lightning Fabric's plugin)
+    bnb_fp16_state: bool = False  # 4-bit weights quantized from fp16 (bitsandbytes < 0.43.0, Fabric) in a bf16 model
 
     def check(self) -> None:
         for name, choices in _CHOICES.items():
@@ -113,6 +117,7 @@ class MethodPlan:
     logits: int
     vision_activations: int
     peak: int
+    dequantized: int = 0  # a 4-bit weight dequantized for its matmul, where it adds to the peak
     allocated: int = 0  # before the allocator factor and the CUDA context
     optimizer_scratch: int = 0
     zero_buffers: int = 0
@@ -166,10 +171,12 @@ def plan_method(shapes: ModelShapes, w: Workload, method: str, batch: int | None
     vision = vision_activations(shapes, w, method, batch)
     buffers = zero_buffers(w, trainable)
     held = held_gradients(w, grads)
-    allocated = weights + optim + buffers + max(acts + logits + vision + held, grads + scratch)
+    head_deq, layer_deq = dequantized_bytes(shapes, w, method)  # the head's lives with the logits
+    dequantized = max(logits + head_deq, layer_deq) - logits
+    allocated = weights + optim + buffers + max(acts + logits + dequantized + vision + held, grads + scratch)
     peak = measured_as(allocated, w)
-    return MethodPlan(method, trainable, weights, grads, optim, acts, logits, vision, peak, allocated=allocated,
-                      optimizer_scratch=scratch, zero_buffers=buffers, seq=w.seq, batch=batch)
+    return MethodPlan(method, trainable, weights, grads, optim, acts, logits, vision, peak, dequantized=dequantized,
+                      allocated=allocated, optimizer_scratch=scratch, zero_buffers=buffers, seq=w.seq, batch=batch)
 
 
 def held_gradients(w: Workload, grads: int) -> int:
