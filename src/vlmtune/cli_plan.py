@@ -57,6 +57,8 @@ def plan(config: Optional[Path] = typer.Argument(None, help="a vlmtune run confi
          seq: Optional[int] = typer.Option(None, "--seq", help="tokens per sample, image tokens included; with "
                                            "--data the max_length (default: 2048)"),
          batch: Optional[int] = typer.Option(None, "--batch", help="micro-batch per GPU (default: 1)"),
+         grad_accum: Optional[int] = typer.Option(None, "--grad-accum", help="micro-batches per optimizer step; "
+                                                  ">1 keeps the gradients alive through the later ones (default: 1)"),
          method: Optional[str] = typer.Option(None, "--method",
                                               help="all|full|freeze|lora|dora|qlora4|qlora8 (default: all)"),
          lora_r: Optional[int] = typer.Option(None, "--lora-r", help="default 16"),
@@ -79,6 +81,16 @@ def plan(config: Optional[Path] = typer.Argument(None, help="a vlmtune run confi
                                              help="QLoRA without PEFT's fp32 upcast of unquantized weights"),
          bnb_keeps_inputs: bool = typer.Option(False, "--bnb-keeps-inputs", help="bitsandbytes < 0.43.2: "
                                                "every 4-bit matmul keeps its input for the backward"),
+         bnb_fp16_state: bool = typer.Option(False, "--bnb-fp16-state", help="4-bit weights quantized from fp16 "
+                                             "(bitsandbytes < 0.43.0, Lightning Fabric) in a bf16 model: each "
+                                             "dequantized weight is copied to bf16"),
+         quantize_head: bool = typer.Option(False, "--quantize-head", help="QLoRA-4: the untied LM head is 4-bit "
+                                            "too (Lightning Fabric's plugin replaces every Linear)"),
+         repeat_kv: bool = typer.Option(False, "--repeat-kv", help="the training code copies K/V to every query "
+                                        "head before attention (lit-gpt)"),
+         mlp_act: Optional[str] = typer.Option(None, "--mlp-act", help="the MLP activation as the training code "
+                                               "runs it, a transformers ACT2FN name, e.g. gelu_pytorch_tanh for a "
+                                               "fused F.gelu (default: the config's hidden_act)"),
          gpus: Optional[int] = typer.Option(None, "--gpus", help="default 1"),
          zero: Optional[int] = typer.Option(None, "--zero", help="ZeRO stage 0|2|3 (default: 0)"),
          attn: Optional[str] = typer.Option(None, "--attn", help="eager|sdpa|flash (default: sdpa)"),
@@ -112,7 +124,8 @@ def _settings(opts: dict[str, Any]) -> tuple[str, str, dict[str, Any], Any, Any]
     if dtype and dtype not in _DTYPES:
         raise InputError(f"unknown dtype {dtype!r}; choose bf16, fp16 or fp32", field="--dtype")
     flags = {k: opts[k] for k in ("seq", "batch", "lora_r", "lora_dropout", "images", "image_size", "optim", "gpus",
-                                  "zero", "attn", "loss", "answer_tokens", "measure", "device")}
+                                  "zero", "attn", "loss", "answer_tokens", "measure", "device", "mlp_act",
+                                  "grad_accum")}
     flags.update(lora_targets=_targets(opts["lora_targets"]), quant={"nf4": "bnb4"}.get(quant or "", quant),
                  weight_bytes=_DTYPES.get(dtype) if dtype else None,
                  modules_to_save=[m.strip() for m in saved.split(",")] if saved else None)
@@ -121,7 +134,10 @@ def _settings(opts: dict[str, Any]) -> tuple[str, str, dict[str, Any], Any, Any]
                               ("checkpointing", "gradient_checkpointing", True),
                               ("activation_offload", "activation_offload", True),
                               ("no_kbit_upcast", "kbit_upcast", False),
-                              ("bnb_keeps_inputs", "bnb_keeps_inputs", True)):
+                              ("bnb_keeps_inputs", "bnb_keeps_inputs", True),
+                              ("bnb_fp16_state", "bnb_fp16_state", True),
+                              ("quantize_head", "quantize_head", True),
+                              ("repeat_kv", "repeat_kv", True)):
         if opts[flag]:
             fields[name] = value
     chosen = picked["method"] or "all"

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from vlmtune.diagnose.memory_activations import ACT_SAVED, mlp_tensors
+from vlmtune.errors import InputError
 from vlmtune.diagnose.memory_plan import (
     METHODS, Workload, lora_params, masked_layers, model_shapes, parse_size, plan_memory, plan_method,
 )
@@ -118,6 +120,62 @@ def test_terms_follow_what_autograd_keeps():
     assert q8.activations > q4.activations > lora1.activations  # int8 matmul keeps inputs; fp32 stream
     full = plan_method(shapes, one, "full")
     assert lora1.vision_activations == 0 < full.vision_activations  # a frozen tower keeps nothing
+
+
+def _kept_mlp_tensors(act: str, gated: bool, trains: bool) -> int:
+    """MLP-width tensors autograd really keeps for one MLP (unique storages), bf16 on CPU."""
+    import torch
+    from transformers.activations import ACT2FN
+
+    tokens, hidden, width = 8, 16, 64
+    fc1, up, fc2 = (torch.nn.Linear(a, b, dtype=torch.bfloat16) for a, b in ((hidden, width), (hidden, width),
+                                                                             (width, hidden)))
+    for layer in (fc1, up, fc2):
+        layer.requires_grad_(trains)
+    x = torch.randn(tokens, hidden, dtype=torch.bfloat16, requires_grad=True)
+    kept = set()
+
+    def pack(t):
+        if t.numel() == tokens * width:
+            kept.add(t.untyped_storage().data_ptr())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        hidden_out = ACT2FN[act](fc1(x))
+        out = fc2(hidden_out * up(x) if gated else hidden_out)
+    out.float().sum().backward()
+    return len(kept)
+
+
+@pytest.mark.parametrize("act", sorted(ACT_SAVED))
+def test_mlp_tensors_are_what_autograd_keeps(act):
+    """The plan's table of what each activation keeps, against saved_tensors_hooks."""
+    for gated in (False, True):
+        for trains in (False, True):
+            assert mlp_tensors(act, gated, trains) == _kept_mlp_tensors(act, gated, trains), (act, gated, trains)
+
+
+def test_mlp_kind_comes_from_the_config():
+    """phi-1.5 is fc1 -> gelu_new -> fc2; Llama-style models gate; Qwen2.5-VL's vision MLP
+    gates too, Qwen2-VL's does not (quick_gelu); the activation the trainer runs changes the plan."""
+    configs = Path(__file__).parent / "data" / "model-configs"
+    phi = model_shapes(str(configs / "microsoft-phi-1_5.json"))
+    assert (phi.mlp_gated, phi.mlp_act) == (False, "gelu_new")
+    llama = model_shapes(str(configs / "meta-llama-Llama-2-7b-hf.json"))
+    assert (llama.mlp_gated, llama.mlp_act) == (True, "silu")
+    qwen25 = model_shapes(str(configs / "Qwen-Qwen2.5-VL-7B-Instruct.json"))
+    qwen2 = model_shapes(str(QWEN2_VL_7B))
+    assert (qwen25.vision_gated, qwen25.vision_act) == (True, "silu")
+    assert (qwen2.vision_gated, qwen2.vision_act) == (False, "quick_gelu")
+    work = Workload(seq=1024, images=0)
+    i, layers = phi.intermediate, phi.layers
+    as_config = plan_method(phi, work, "lora").activations
+    fused = plan_method(phi, dataclasses.replace(work, mlp_act="gelu_pytorch_tanh"), "lora").activations
+    assert as_config - fused == 1024 * layers * (4 - 1) * i * 2  # gelu_new keeps 4 MLP-width tensors, F.gelu 1
+    full_fused = plan_method(phi, dataclasses.replace(work, mlp_act="gelu_pytorch_tanh"), "full").activations
+    assert plan_method(phi, work, "full").activations - full_fused == 1024 * layers * (5 - 2) * i * 2  # + fc2's input
+    with pytest.raises(InputError, match="unknown mlp_act"):
+        plan_method(phi, dataclasses.replace(work, mlp_act="gelu_tahn"), "lora")
 
 
 def _check_script(*args: str) -> list[dict]:

@@ -15,6 +15,23 @@ from typing import Any
 
 # Tokens per chunk of a chunked cross-entropy (the logits of one chunk are alive at a time).
 LOSS_CHUNK = 1024
+# MLP-width tensors an activation's autograd nodes keep, by transformers' ``ACT2FN`` name:
+# (how many, its input included; whether its output is one of them). From the backward
+# nodes torch generates (``torch/csrc/autograd/generated/Functions.h``): GeluBackward0,
+# SiluBackward0, ErfBackward0 and PowBackward0 keep ``self``; Tanh/Sigmoid/ReluBackward0
+# keep ``result``; MulBackward0 (tensor x tensor) keeps both factors, MulBackward1 (x a
+# Python number) nothing. So ``F.gelu``/``F.silu`` keep their input only, transformers'
+# Python-op GELUs (``gelu_new``: ``0.5 * x * (1 + tanh(c * (x + 0.044715 * x**3)))``) keep
+# x, the tanh output, ``0.5 * x`` and ``1 + tanh``. Checked by saved_tensors_hooks in
+# ``tests/diagnose/test_memory_plan.py``; names not listed count as one fused op.
+ACT_SAVED = {
+    "silu": (1, False), "swish": (1, False), "gelu": (1, False), "gelu_pytorch_tanh": (1, False),
+    "gelu_new": (4, False), "gelu_python_tanh": (4, False), "gelu_accurate": (4, False), "gelu_python": (3, False),
+    "gelu_fast": (7, False), "gelu_10": (2, False), "quick_gelu": (2, False), "relu": (1, True),
+    "relu2": (1, False), "relu6": (1, False), "leaky_relu": (1, False), "hardswish": (1, False),
+    "laplace": (1, False), "mish": (1, False), "sigmoid": (1, True), "tanh": (1, True), "sqrtsoftplus": (2, True),
+    "linear": (0, False),
+}
 
 
 def activation_bytes(w: Any, method: str) -> int:
@@ -28,6 +45,51 @@ def kbit_upcast(w: Any) -> bool:
     """PEFT's ``prepare_model_for_kbit_training`` upcasts every 16-bit parameter to fp32,
     except in a GPTQ model (``is_gptq_quantized``)."""
     return w.kbit_upcast and w.quant != "gptq4"
+
+
+def mlp_tensors(act: str, gated: bool, trains: bool) -> int:
+    """MLP-width tensors one MLP keeps per token for the backward. Non-gated (``fc1 -> act ->
+    fc2``: phi, GPT-2, GPT-NeoX, ViTs): what the activation keeps, plus its output when
+    ``fc2``'s weight trains (a Linear keeps its input only for its weight's gradient).
+    Gated (``down(act(gate) * up)``: Llama-style SwiGLU/GeGLU): also the ``up`` output and
+    the activation's output (the product keeps both factors), and the product when
+    ``down``'s weight trains.
+
+    Example:
+        >>> mlp_tensors("silu", gated=True, trains=False), mlp_tensors("gelu_pytorch_tanh", gated=False, trains=True)
+        (3, 2)
+    """
+    kept, output_kept = ACT_SAVED.get(act, (1, False))
+    output = 0 if output_kept else 1
+    if gated:
+        return kept + 1 + output + (1 if trains else 0)
+    return kept + (output if trains else 0)
+
+
+def language_mlp(shapes: Any, w: Any, trains: bool) -> int:
+    """``mlp_tensors`` of the decoder's MLP: gating from the module tree (or the config's
+    model type), the activation the training code runs (``w.mlp_act``) or the config's."""
+    return mlp_tensors(w.mlp_act or shapes.mlp_act, shapes.mlp_gated, trains)
+
+
+def quantized_head(shapes: Any, w: Any, method: str) -> int:
+    """Parameters of an untied LM head stored in 4 bit (``w.quantize_head``: Lightning
+    Fabric's ``BitsandbytesPrecision`` replaces every ``nn.Linear``; PEFT/transformers
+    keep the head 16-bit); 0 otherwise."""
+    return shapes.head_params if method == "qlora4" and w.quant != "gptq4" and w.quantize_head else 0
+
+
+def dequantized_bytes(shapes: Any, w: Any, method: str) -> tuple[int, int]:
+    """(LM head, largest decoder Linear) as bitsandbytes dequantizes them: ``MatMul4Bit``
+    runs ``F.linear(A, dequantize_4bit(B).to(A.dtype).t())`` in the forward and the same
+    product in the backward, so each 4-bit matmul briefly holds its weight in the
+    quantization dtype, plus a copy in the compute dtype when they differ (weights
+    quantized from fp16 in a bf16 model: ``w.bnb_fp16_state``). 0 for GPTQ and 16-bit."""
+    if method != "qlora4" or w.quant == "gptq4":
+        return 0, 0
+    per_param = 2 + (2 if w.bnb_fp16_state else 0)
+    largest = max((fan_in * fan_out for _, fan_in, fan_out in shapes.layer_linears), default=0)
+    return quantized_head(shapes, w, method) * per_param, largest * per_param
 
 
 def padded(batch: int) -> bool:
@@ -60,6 +122,8 @@ def _attention(shapes: Any, w: Any, a: int, masked: bool) -> int:
         return a * 4 * qd + probs + (a * w.seq if masked else 0)
     if masked:  # SDPA with a 4-D mask: K/V repeated to all heads, float mask copy
         return a * (4 * qd + w.seq)
+    if w.repeat_kv:  # the training code copies K/V to every query head before the kernel
+        return a * 4 * qd
     return a * (2 * qd + 2 * kvd)
 
 
@@ -88,18 +152,18 @@ def language_activations(shapes: Any, w: Any, method: str, batch: int, targets: 
     attention_sum = masked * _attention(shapes, w, a, True) + (shapes.layers - masked) * _attention(shapes, w, a, False)
     attention_one = _attention(shapes, w, a, masked > 0)
     trains_layers = method == "full" or "language" in w.trainable_roles
-    if trains_layers:  # norms keep fp32 input, normalised tensor and output; MLP 4 tensors
-        per_layer = 8 * (shapes.hidden_norms * h + head_norms) + 2 * 4 * h + 4 * i * a
+    if trains_layers:  # norms keep fp32 input, normalised tensor and output; MLP (SwiGLU: 4 tensors)
+        per_layer = 8 * (shapes.hidden_norms * h + head_norms) + 2 * 4 * h + language_mlp(shapes, w, True) * i * a
         final, first_layer_saving = 12 * h, 0
-    else:  # frozen norms keep their fp32 input; MLP gate, SiLU and up outputs
-        per_layer = 4 * (shapes.hidden_norms * h + head_norms) + 3 * i * a
+    else:  # frozen norms keep their fp32 input; MLP (SwiGLU: gate, SiLU and up outputs)
+        per_layer = 4 * (shapes.hidden_norms * h + head_norms) + language_mlp(shapes, w, False) * i * a
         final = 4 * h
         first_layer_saving = 4 * h + (3 * h * dropout_mask_bytes(w) if w.lora_dropout > 0 and targets else 0)
     adapters = _adapter_inputs(shapes, w, targets, a) if targets else 0
     if method == "qlora8":  # bitsandbytes' 8-bit matmul keeps its input on ctx
         adapters += shapes.layers * 4 * (2 * h + i) - 4 * h
     if method == "qlora4" and w.quant != "gptq4" and w.bnb_keeps_inputs:  # MatMul4Bit before bitsandbytes#1270
-        adapters += shapes.layers * a * (2 * h + i) - a * h
+        adapters += shapes.layers * a * (2 * h + i) - a * h + (a * h if quantized_head(shapes, w, method) else 0)
     if not targets and not trains_layers:  # nothing in the decoder trains (freeze: projector only)
         if w.gradient_checkpointing:
             return tokens * shapes.layers * h * a
@@ -143,11 +207,14 @@ def image_geometry(shapes: Any, w: Any) -> tuple[int, int]:
 
 def vision_activations(shapes: Any, w: Any, method: str, batch: int) -> int:
     """Only a trained tower keeps activations; frozen, its forward saves nothing for the
-    backward. Per patch and ViT block: ``(10w + 3i)`` elements (two LayerNorm outputs,
-    q/k/v, attention output, residuals; fc1 output, GELU output and its input)."""
+    backward. Per patch and ViT block: ``10w`` elements (two LayerNorm outputs, q/k/v,
+    attention output, residuals) and the trained MLP's tensors of its width
+    (``mlp_tensors``: 3 for CLIP's and Qwen2-VL's quick_gelu, 2 for SigLIP's tanh-GELU,
+    4 for Qwen2.5-VL's gated SiLU)."""
     patches, _ = image_geometry(shapes, w)
     if not patches or not (method == "full" or "vision" in w.trainable_roles):
         return 0
     v = shapes.vision
-    per_layer = batch * w.images * patches * (10 * v["width"] + 3 * v["intermediate"]) * w.weight_bytes
+    mlp = mlp_tensors(shapes.vision_act, shapes.vision_gated, True)
+    per_layer = batch * w.images * patches * (10 * v["width"] + mlp * v["intermediate"]) * w.weight_bytes
     return per_layer * (1 if w.gradient_checkpointing else v["layers"])

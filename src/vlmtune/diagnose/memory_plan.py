@@ -16,8 +16,9 @@ validation against published GPU measurements, are in ``docs/memory_plan.md``:
   in the parameter dtype, fp32 master + moments with master weights; 8-bit AdamW: 2 B),
   partitioned across GPUs by ZeRO stage;
 * activations per token and layer (``memory_activations``), logits as the loss needs them;
-* peak = weights + optimizer states + max(activations + logits, gradients + optimizer
-  scratch), then the measure asked for: ``allocated`` (PyTorch's ``max_memory_allocated``),
+* peak = weights + optimizer states + max(activations + logits (+ gradients when
+  accumulating over micro-batches, + a 4-bit weight dequantized for its matmul),
+  gradients + optimizer scratch), then the measure asked for: ``allocated`` (PyTorch's ``max_memory_allocated``),
   ``reserved`` (x ``ALLOCATOR_FACTOR``, the caching allocator's segments) or ``device``
   (reserved + ``CUDA_CONTEXT``, what nvidia-smi shows).
 
@@ -33,8 +34,8 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from vlmtune.diagnose.memory_activations import (  # noqa: F401  (re-exported)
-    activation_bytes, image_geometry, kbit_upcast, language_activations, logits_bytes, masked_layers,
-    vision_activations,
+    ACT_SAVED, activation_bytes, dequantized_bytes, image_geometry, kbit_upcast, language_activations, logits_bytes,
+    masked_layers, vision_activations,
 )
 from vlmtune.diagnose.memory_terms import (  # noqa: F401  (re-exported)
     ALLOCATOR_FACTOR, CUDA_CONTEXT, lora_params, measured_as, optimizer_terms, select_targets, trainable_params,
@@ -47,7 +48,7 @@ METHODS = ("full", "lora", "qlora8", "qlora4")  # what ``--method all`` plans
 ALL_METHODS = ("full", "freeze", "lora", "dora", "qlora8", "qlora4")
 _CHOICES = {"attn": ("eager", "sdpa", "flash"), "optim": ("adamw", "adamw8bit", "paged_adamw8bit", "sgd"),
             "quant": ("bnb4", "nf4", "gptq4"), "loss": ("vlmtune", "hf", "model", "chunked"),
-            "measure": ("allocated", "reserved", "device"), "device": ("cuda", "cpu")}
+            "measure": ("allocated", "reserved", "device"), "device": ("cuda", "cpu"), "mlp_act": tuple(ACT_SAVED)}
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
@@ -85,6 +86,11 @@ class Workload:
     measure: str | None = None  # None: device on CUDA, allocated on CPU
     device: str = "cuda"  # cuda | cpu: dropout masks and AdamW scratch differ
     dora: bool = False  # set by plan_method for method "dora"
+    mlp_act: str | None = None  # the MLP activation as the training code runs it; None: the config's hidden_act
+    grad_accum: int = 1  # micro-batches per optimizer step: >1 keeps the gradients through the later ones
+    repeat_kv: bool = False  # the training code copies K/V to every query head before attention (lit-gpt)
+    quantize_head: bool = False  # QLoRA-4 bitsandbytes: the untied LM head is 4-bit too (Lightning Fabric's plugin)
+    bnb_fp16_state: bool = False  # 4-bit weights quantized from fp16 (bitsandbytes < 0.43.0, Fabric) in a bf16 model
 
     def check(self) -> None:
         for name, choices in _CHOICES.items():
@@ -96,6 +102,8 @@ class Workload:
             raise InputError(f"--zero must be 0-3 and --gpus >= 1 (got {self.zero}, {self.gpus})", field="--zero")
         if self.seq < 1 or self.batch < 1 or (self.answer_tokens is not None and self.answer_tokens < 1):
             raise InputError("--seq, --batch and --answer-tokens must be >= 1", field="--seq")
+        if self.grad_accum < 1:
+            raise InputError(f"--grad-accum must be >= 1 (got {self.grad_accum})", field="--grad-accum")
 
 
 @dataclass
@@ -109,6 +117,7 @@ class MethodPlan:
     logits: int
     vision_activations: int
     peak: int
+    dequantized: int = 0  # a 4-bit weight dequantized for its matmul, where it adds to the peak
     allocated: int = 0  # before the allocator factor and the CUDA context
     optimizer_scratch: int = 0
     zero_buffers: int = 0
@@ -161,10 +170,25 @@ def plan_method(shapes: ModelShapes, w: Workload, method: str, batch: int | None
     logits = logits_bytes(shapes, w, batch)
     vision = vision_activations(shapes, w, method, batch)
     buffers = zero_buffers(w, trainable)
-    allocated = weights + optim + buffers + max(acts + logits + vision, grads + scratch)
+    held = held_gradients(w, grads)
+    head_deq, layer_deq = dequantized_bytes(shapes, w, method)  # the head's lives with the logits
+    dequantized = max(logits + head_deq, layer_deq) - logits
+    allocated = weights + optim + buffers + max(acts + logits + dequantized + vision + held, grads + scratch)
     peak = measured_as(allocated, w)
-    return MethodPlan(method, trainable, weights, grads, optim, acts, logits, vision, peak, allocated=allocated,
-                      optimizer_scratch=scratch, zero_buffers=buffers, seq=w.seq, batch=batch)
+    return MethodPlan(method, trainable, weights, grads, optim, acts, logits, vision, peak, dequantized=dequantized,
+                      allocated=allocated, optimizer_scratch=scratch, zero_buffers=buffers, seq=w.seq, batch=batch)
+
+
+def held_gradients(w: Workload, grads: int) -> int:
+    """Gradients alive during a forward and backward. One micro-batch per step: none (the
+    previous step's were freed by ``zero_grad(set_to_none=True)``, the default since torch
+    2.0, and this backward's grow as activations are freed). With gradient accumulation
+    (HF Trainer, accelerate, lit-gpt, vlmtune: ``zero_grad`` only after the optimizer step)
+    every trainable tensor's ``.grad`` from the first micro-batch is alive through the
+    later micro-batches' forward and backward. Not under ZeRO (``w.zero``): DeepSpeed
+    reduces gradients into its own partitions as they are produced; the plan keeps its
+    gradient term as the optimizer step's."""
+    return grads if w.grad_accum > 1 and not w.zero else 0
 
 
 def plan_memory(shapes: ModelShapes, w: Workload, *, gpu_bytes: int | None = None,
@@ -212,6 +236,8 @@ def _notes(shapes: ModelShapes, w: Workload, method: str) -> list[str]:
                      f"projector, embeddings, norms and LM head stay {rest}")
     notes.append(f"{w.attn} attention, " + ("gradient checkpointing on" if w.gradient_checkpointing
                                             else "no gradient checkpointing"))
+    if w.grad_accum > 1 and not w.zero:
+        notes.append(f"gradients held through {w.grad_accum} accumulated micro-batches")
     if w.gpus > 1 or w.zero:
         notes.append(f"{w.gpus} GPU(s), ZeRO-{w.zero}: per-GPU peak")
     return notes

@@ -87,7 +87,9 @@ def trainable_params(shapes: Any, w: Any, method: str, targets: list[tuple[int, 
 def weight_bytes(shapes: Any, method: str, w: Any, targets: list[tuple[int, int]]) -> int:
     """Base weights (quantized or not), adapters, ``modules_to_save`` copies; under ZeRO-3
     a 1/N shard plus two gathered decoder layers."""
-    q = shapes.quantizable
+    from vlmtune.diagnose.memory_activations import quantized_head
+
+    q = shapes.quantizable + quantized_head(shapes, w, method)
     rest = (shapes.total - q) * _rest_bytes(w, method)
     if method == "qlora8":
         base = rest + q + 4 * shapes.quantizable_rows

@@ -30,7 +30,7 @@ def workload_fields(cfg: Any) -> dict[str, Any]:
         "model": cfg.model.path, "seq": cfg.data.max_length, "batch": cfg.train.batch_size,
         "method": {"qlora": f"qlora{m.bits}"}.get(m.kind, m.kind), "lora_r": m.r, "lora_dropout": m.dropout,
         "lora_targets": m.targets, "double_quant": m.double_quant,
-        "gradient_checkpointing": cfg.train.gradient_checkpointing,
+        "gradient_checkpointing": cfg.train.gradient_checkpointing, "grad_accum": cfg.train.grad_accum,
         "data": cfg.data.train, "data_root": cfg.data.root,
     }
     if roles:

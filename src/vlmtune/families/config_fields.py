@@ -43,6 +43,14 @@ _HALF_MLP = frozenset({"qwen"})
 # Model types whose query/key/value projections carry a bias whatever the config says.
 _QKV_BIAS = frozenset({"qwen", "qwen2"})
 _QWEN1_LINEARS = ("attn.c_attn", "attn.c_proj", "mlp.w1", "mlp.w2", "mlp.c_proj")
+# Model types whose MLP is ``fc1 -> activation -> fc2`` (no gate projection); every other
+# type is sized as a gated MLP (gate, up, down: Llama, Qwen, InternLM2, ChatGLM, MiniCPM).
+NON_GATED = frozenset({"phi", "phi-msft", "mixformer-sequential", "gpt2", "gpt_neo", "gpt_neox", "gptj",
+                       "gpt_bigcode", "codegen", "falcon", "RefinedWeb", "RefinedWebModel", "opt", "bloom", "mpt",
+                       "starcoder2", "biogpt", "xglm"})
+# Keys naming the MLP activation (transformers' ``ACT2FN`` names); Gemma's ``hidden_activation``
+# overrides its ``hidden_act``.
+_ACT_KEYS = ("hidden_activation", "hidden_act", "activation_function")
 
 
 def _field(block: dict[str, Any], key: str, default: Any = None) -> Any:
@@ -50,6 +58,11 @@ def _field(block: dict[str, Any], key: str, default: Any = None) -> Any:
         if block.get(name) is not None:
             return block[name]
     return default
+
+
+def activation(block: dict[str, Any], default: str) -> str:
+    """The MLP activation a config names (``hidden_act`` and its aliases), else ``default``."""
+    return next((block[k] for k in _ACT_KEYS if isinstance(block.get(k), str)), default)
 
 
 def text_block(raw: dict[str, Any]) -> dict[str, Any]:
@@ -90,14 +103,23 @@ def layer_linears(dims: dict[str, Any]) -> list[tuple[str, int, int]]:
     q, kv = dims["heads"] * dims["head_dim"], dims["kv_heads"] * dims["head_dim"]
     if dims["model_type"] == "qwen":
         return list(zip(_QWEN1_LINEARS, (h, q, h, h, i), (q + 2 * kv, h, i, i, h)))
+    attention = [("self_attn.q_proj", h, q), ("self_attn.k_proj", h, kv), ("self_attn.v_proj", h, kv),
+                 ("self_attn.o_proj", q, h)]
+    if dims["model_type"] in NON_GATED:
+        return attention + [("mlp.fc1", h, i), ("mlp.fc2", i, h)]
     return [("self_attn.q_proj", h, q), ("self_attn.k_proj", h, kv), ("self_attn.v_proj", h, kv),
             ("self_attn.o_proj", q, h), ("mlp.gate_proj", h, i), ("mlp.up_proj", h, i), ("mlp.down_proj", i, h)]
 
 
+def _vision_block(raw: dict[str, Any]) -> dict[str, Any]:
+    block = raw.get("vision_config") or raw.get("visual") or raw.get("vision_tower_config")
+    return block if isinstance(block, dict) else {}
+
+
 def vision_dims(raw: dict[str, Any]) -> dict[str, int]:
     """Width, MLP width, depth, patch and image size of the vision tower; ``{}`` if none."""
-    block = raw.get("vision_config") or raw.get("visual") or raw.get("vision_tower_config")
-    if not isinstance(block, dict):
+    block = _vision_block(raw)
+    if not block:
         return {}
     width = int(block.get("embed_dim") or block.get("hidden_size") or block.get("width") or 0)
     if not width:
@@ -163,4 +185,6 @@ def dims_from_fields(raw: dict[str, Any], source: str = "<config>") -> dict[str,
             "quantizable_rows": layers * sum(b for _, _, b in linears), "lora_targets": targets,
             "hidden": h, "intermediate": dims["intermediate"], "layers": layers, "heads": dims["heads"],
             "kv_heads": dims["kv_heads"], "head_dim": dims["head_dim"], "vocab": vocab, "vision": vision,
-            "layer_linears": linears, "embed_params": embed, "head_params": head}
+            "layer_linears": linears, "embed_params": embed, "head_params": head,
+            "mlp_gated": dims["model_type"] not in NON_GATED, "mlp_act": activation(text_block(raw), "silu"),
+            "vision_gated": False, "vision_act": activation(_vision_block(raw), "gelu")}

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,10 @@ class ModelShapes:
     embed_params: int = 0  # input embedding (a ``modules_to_save`` candidate)
     head_params: int = 0  # untied LM head (0 if tied to the embedding)
     exact: bool = True  # counted on the meta device; False: from config fields (config_fields)
+    mlp_gated: bool = True  # decoder MLP down(act(gate) * up); False: fc2(act(fc1)) (phi, GPT-NeoX...)
+    mlp_act: str = "silu"  # the config's activation (transformers' ACT2FN name)
+    vision_gated: bool = False  # the vision tower's MLP (Qwen2.5-VL's is gated)
+    vision_act: str = "gelu"
 
 
 # Families whose training forward always builds a 4-D mask from ``token_type_ids``, so SDPA
@@ -176,7 +181,7 @@ def _exact_shapes(path: str, trust_remote_code: bool) -> ModelShapes:
                        quantizable=quantizable, quantizable_rows=rows, lora_targets=targets,
                        **dims, vision=vision_dims(config), **_layer_norms(model, family, dims),
                        **_sliding(config, dims["layers"]), always_masked=config.model_type in ALWAYS_MASKED,
-                       **_embeddings(model, family))
+                       **_embeddings(model, family), **_mlp_kinds(model, family, config, dims))
 
 
 def _embeddings(model: nn.Module, family: Any) -> dict[str, Any]:
@@ -190,6 +195,38 @@ def _embeddings(model: nn.Module, family: Any) -> dict[str, Any]:
     tied = head is None or head.weight is embed
     return {"layer_linears": linears, "embed_params": embed.numel(),
             "head_params": 0 if tied else head.weight.numel()}
+
+
+_FIRST_BLOCK = re.compile(r"\.(blocks|layers|layer)\.0\.")
+
+
+def _gated(model: nn.Module, family: Any, role: str, width: int, inter: int, fallback: bool) -> bool:
+    """Whether the first block's MLP is gated: its Linears from the model width to the MLP
+    width (attention excluded) add up to two MLP widths (gate and up, or a fused gate_up)
+    rather than one (``fc1``). ``fallback`` when none is an ``nn.Linear`` (GPT-2's Conv1D,
+    experts stored as one tensor)."""
+    widths = [m.out_features for name, m in model.named_modules()
+              if isinstance(m, nn.Linear) and _FIRST_BLOCK.search(name) and "att" not in name.lower()
+              and (family.role_of(name) or "language") == role and m.in_features == width
+              and m.out_features in (inter, 2 * inter)]
+    return sum(widths) == 2 * inter if widths else fallback
+
+
+def _mlp_kinds(model: nn.Module, family: Any, config: Any, dims: dict[str, int]) -> dict[str, Any]:
+    """Gating and activation of the decoder's and the vision tower's MLPs (``mlp_tensors``
+    in the plan: what autograd keeps depends on both)."""
+    from vlmtune.families.config_fields import NON_GATED, activation
+
+    text = config.get_text_config()
+    kinds = {"mlp_gated": _gated(model, family, "language", dims["hidden"], dims["intermediate"],
+                                 text.model_type not in NON_GATED),
+             "mlp_act": activation(text.to_dict(), "silu")}
+    vision = getattr(config, "vision_config", None)
+    v = vision_dims(config)
+    if vision is not None and v.get("width"):
+        kinds.update(vision_gated=_gated(model, family, "vision", v["width"], v["intermediate"], False),
+                     vision_act=activation(vision.to_dict(), "gelu"))
+    return kinds
 
 
 def _sliding(config: Any, layers: int) -> dict[str, int]:
