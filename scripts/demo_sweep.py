@@ -67,8 +67,8 @@ def _parse_lrs(items: list[str]) -> dict[str, list[float]]:
 
 def sweep(args: argparse.Namespace) -> dict[str, Any]:
     """Each (variant, lr): train on the demo's train split, score IoU on its val split."""
-    from vlmtune.compare import run_grid
-    from vlmtune.compare import load_grid
+    from vlmtune.compare.run import run_grid
+    from vlmtune.compare.grid import load_grid
 
     shipped = {v["name"]: v for v in yaml.safe_load(
         (Path(__file__).parents[1] / "src/vlmtune/zoo/demo-grid.yaml").read_text())["variants"]}
@@ -101,8 +101,8 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
 
 def grid(args: argparse.Namespace) -> dict[str, Any]:
     """The whole demo grid for one seed; test IoU per variant, the prior and the verdict."""
-    from vlmtune.compare import run_grid
-    from vlmtune.compare import load_grid
+    from vlmtune.compare.run import run_grid
+    from vlmtune.compare.grid import load_grid
 
     lrs = {k: v[0] for k, v in _parse_lrs(args.lrs).items()}
     path = _grid_file(args.out, args.model, args.seed, name=f"demo-s{args.seed}", epochs=args.epochs, lrs=lrs)
