@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytest
 
@@ -116,19 +116,25 @@ def test_fit_budget_scales_every_stage():
 
 
 def test_read_plan_rebuilds_the_recorded_recipe(tmp_path):
-    """The shipped build.json predates the where task and the position target: its plan
-    comes back without them, whatever today's defaults are."""
+    """The shipped build.json is today's recipe (built with --threads 2); a build.json that
+    predates the where task, the position target and the second seed comes back without
+    them, whatever today's defaults are."""
     from importlib.resources import files
 
     from vlmtune.errors import InputError
     from vlmtune.zoo.build import read_plan
 
     shipped = files("vlmtune.zoo") / "tiny-shapes" / "build.json"
-    recorded = json.loads(shipped.read_text())["plan"]
-    plan = read_plan(shipped)
-    assert plan.tasks == tuple(recorded["tasks"]) and plan.second_seed is None
-    assert [s.steps for s in plan.stages] == [s["steps"] for s in recorded["stages"]]
-    assert plan.vision.position == recorded["vision"].get("position", False)
+    assert read_plan(shipped) == replace(BuildPlan(), threads=2)
+    old = json.loads(json.dumps(asdict(BuildPlan())))
+    old.update(tasks=["caption", "vqa", "mc"], stages=[{"steps": 400, "lr": 3e-4}, {"steps": 2400, "lr": 3e-4,
+                                                                                    "repeat_mc": 3}])
+    old.pop("second_seed")
+    old["vision"].pop("position")
+    (tmp_path / "old.json").write_text(json.dumps({"plan": old}))
+    plan = read_plan(tmp_path / "old.json")
+    assert plan.tasks == ("caption", "vqa", "mc") and plan.second_seed is None and not plan.vision.position
+    assert [(s.steps, s.repeat_mc) for s in plan.stages] == [(400, 1), (2400, 3)]
     written = tmp_path / "build.json"
     written.write_text(json.dumps({"plan": json.loads(json.dumps(asdict(BuildPlan())))}))
     assert read_plan(written) == BuildPlan()  # round trip of today's defaults
