@@ -157,14 +157,18 @@ def test_ctrl_c_cancels_every_task_and_leaves_runs_resumable(local_ray, grid_fil
     def press_ctrl_c():
         # Ctrl-C reaches the driver within one ray.wait (0.5 s), longer than a tiny run's last 8
         # steps take on a fast machine: freeze lora-r8's worker first so it cannot finish meanwhile
-        deadline = time.time() + 600
-        while time.time() < deadline and not checkpoint.exists():
-            time.sleep(0.01)
-        match = re.search(r"attempt 1: pid (\d+)", log_path(grid, lora).read_text())
-        if match and not (lora.run_dir / "resources.json").exists():
-            os.kill(int(match.group(1)), signal.SIGSTOP)
-            stopped["pid"] = int(match.group(1))
-        _thread.interrupt_main()
+        # (the latest attempt's pid: under load a first attempt can fail and be retried; and the
+        # Ctrl-C is pressed whatever happens here, so the test fails on its assertions, not by hanging)
+        try:
+            deadline = time.time() + 600
+            while time.time() < deadline and not checkpoint.exists():
+                time.sleep(0.01)
+            pids = re.findall(r"attempt \d+: pid (\d+)", log_path(grid, lora).read_text())
+            if pids and not (lora.run_dir / "resources.json").exists():
+                os.kill(int(pids[-1]), signal.SIGSTOP)
+                stopped["pid"] = int(pids[-1])
+        finally:
+            _thread.interrupt_main()
 
     threading.Thread(target=press_ctrl_c, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
