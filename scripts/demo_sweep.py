@@ -119,7 +119,7 @@ def grid(args: argparse.Namespace) -> dict[str, Any]:
     if md:
         text = Path(md).read_text()
         record["verdict"] = text[text.find("## Verdict"):][:3000] if "## Verdict" in text else ""
-    print(json.dumps(record, indent=1), flush=True)
+    print(json.dumps(record, indent=1, default=str), flush=True)
     return record
 
 
