@@ -107,8 +107,7 @@ def layer_linears(dims: dict[str, Any]) -> list[tuple[str, int, int]]:
                  ("self_attn.o_proj", q, h)]
     if dims["model_type"] in NON_GATED:
         return attention + [("mlp.fc1", h, i), ("mlp.fc2", i, h)]
-    return [("self_attn.q_proj", h, q), ("self_attn.k_proj", h, kv), ("self_attn.v_proj", h, kv),
-            ("self_attn.o_proj", q, h), ("mlp.gate_proj", h, i), ("mlp.up_proj", h, i), ("mlp.down_proj", i, h)]
+    return attention + [("mlp.gate_proj", h, i), ("mlp.up_proj", h, i), ("mlp.down_proj", i, h)]
 
 
 def _vision_block(raw: dict[str, Any]) -> dict[str, Any]:
