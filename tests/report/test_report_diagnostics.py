@@ -125,7 +125,7 @@ def test_rank_need_reading_names_a_full_run_that_did_not_learn(fake_grid, tmp_pa
     (line,) = rank_verdict(view, learned={"lora-r16"})
     assert "inconclusive: full did not learn the task" in line
     (line,) = rank_verdict(view, learned={"full"})
-    assert "can express it" in line and "inconclusive" not in line
+    assert "can express it" in line and "the gap is not rank" in line and "inconclusive" not in line
 
 
 def test_learning_grid_keeps_its_conclusions(fake_grid, tmp_path):
@@ -133,4 +133,4 @@ def test_learning_grid_keeps_its_conclusions(fake_grid, tmp_path):
 
     lines = verdicts(summarize(load_grid_runs(_grid(fake_grid, tmp_path, rank=4))))
     assert not any("inconclusive" in line for line in lines), lines
-    assert any("full beats LoRA r=16" in line and "high-rank" in line for line in lines), lines
+    assert any("full beats LoRA r=16" in line and "falls short" in line for line in lines), lines

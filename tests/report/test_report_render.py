@@ -97,7 +97,7 @@ def test_verdict_cites_the_story(built_report):
     html = built_report["html"].read_text()
     verdict = html.split('id="verdict"')[1].split("</ul>")[0]
     assert "full scores best: IoU" in verdict
-    assert "full beats LoRA r=16 by" in verdict and "high-rank" in verdict
+    assert "full beats LoRA r=16 by" in verdict and "falls short" in verdict
     assert "QLoRA r=16 is within noise of LoRA r=16" in verdict and "48% of its peak memory" in verdict
     assert "Format compliance fell from 0.95 to 0.75 for full." in verdict
     assert "full forgets: general exact match fell by" in verdict

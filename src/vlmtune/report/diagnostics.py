@@ -118,7 +118,8 @@ def _rank_reading(energy: dict[str, float], lora_ranks: list[int]) -> str:
         return ""
     top = _energy_at(energy, max(lora_ranks))
     if top >= HIGH:
-        return "The update is low-rank: the grid's largest LoRA can express it."
+        return ("The update is low-rank: the grid's largest LoRA can express it, so where full beats LoRA "
+                "the gap is not rank (look at LoRA's learning rate, steps or target modules).")
     if top >= LOW:
         return "The update is partly low-rank: a higher rank may close part of any gap to full."
     return "The update is high-rank: if full beats LoRA here, rank is the likely reason."

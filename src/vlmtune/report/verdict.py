@@ -9,7 +9,7 @@ paired difference). Rules, in order:
 1. best vs baseline: the best variant beats the untuned baseline, or nothing does; and
    whether anything beats the constant-answer prior (:mod:`vlmtune.evaluate.prior`), when measured;
 2. few-shot: in-context examples vs the baseline, and whether any fine-tune beats them;
-3. full vs LoRA/DoRA: full wins (the task looks high-rank), LoRA wins, or they tie;
+3. full vs LoRA/DoRA: full wins (LoRA falls short: rank, or optimisation), LoRA wins, or they tie;
 4. rank: the highest LoRA rank vs the lowest;
 5. QLoRA vs LoRA of the same (or nearest) rank, with the peak-memory ratio;
 6. format compliance: falls of >= 0.05 against the baseline; any other compliance < 0.9;
@@ -223,8 +223,9 @@ def _full_vs_adapter(scored: list[Entry], base: Entry | None, metric: str, learn
     if gated:
         return gated
     if beyond_noise(d) and d.value > 0:
-        return [f"{full.label} beats {ad.label} by {num(d.value)} {metric} ({_noise(d)}): the task looks "
-                "high-rank; try a higher r or adapters on more modules, or keep full fine-tuning."]
+        return [f"{full.label} beats {ad.label} by {num(d.value)} {metric} ({_noise(d)}): {ad.label} falls short; "
+                "if the task is high-rank, a higher r or adapters on more modules help, else keep full "
+                "fine-tuning (a rank-need line, where measured, says whether rank is the reason)."]
     if beyond_noise(d):
         return [f"{ad.label} beats {full.label} by {num(-d.value)} {metric} ({_noise(d)}): full "
                 "fine-tuning may overfit or need a lower learning rate."]
