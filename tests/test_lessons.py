@@ -43,7 +43,7 @@ def test_lesson_registry_order_and_all(monkeypatch, tmp_path):
 
     ran = []
 
-    def fake(name, out, console):
+    def fake(name, out, console, jobs=None):
         ran.append(name)
         if name == "forgetting":
             raise VlmtuneError("1 of 3 variants failed: mix-0: boom")
@@ -229,7 +229,7 @@ def test_lesson_runs_end_to_end_on_a_tiny_model(tmp_path, monkeypatch, tiny_fact
 
     monkeypatch.setattr(lessons, "lesson_grid", tiny)
     console = Console(file=open(tmp_path / "log.txt", "w"), width=200)
-    outcome = lessons.run_lesson(name, tmp_path, console=console)
+    outcome = lessons.run_lesson(name, tmp_path, console=console, jobs=1)
     console.file.close()
     log = (tmp_path / "log.txt").read_text()
     assert outcome.finding and all(f"{name}: {line[:40]}" in " ".join(log.split()) for line in outcome.finding[:1])

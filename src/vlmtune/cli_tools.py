@@ -86,8 +86,11 @@ def zoo_tiny(family: str = typer.Argument(..., help="model_type, e.g. qwen2_vl, 
 def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="where data, runs and the report go"),
          lesson: Optional[str] = typer.Option(None, "--lesson",
                                               help="run a lesson grid instead: format-drift, forgetting, "
-                                                   "vision-bottleneck, rank, or all (in that order)")) -> None:
-    """The embedded default: baseline vs LoRA r=2/r=16, QLoRA r=16 and full on grounding, offline.
+                                                   "vision-bottleneck, rank, or all (in that order)"),
+         jobs: Optional[int] = typer.Option(None, "--jobs", min=1,
+                                            help="variants at once, one torch thread each, on a local Ray "
+                                                 "(default: one per core when Ray is installed; 1: serial)")) -> None:
+    """The embedded default: baseline and 3-shot vs LoRA r=2/r=16 and full on grounding, offline.
 
     With --lesson: one shipped grid per finding (configs/lessons/NAME.yaml), whose report opens
     with the finding in words and numbers, or says the numbers do not show it.
@@ -96,12 +99,12 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="where data, 
         from vlmtune.zoo.lessons import lesson_names, run_lessons
 
         lesson_names(lesson)  # an unknown name fails before anything is written
-        for outcome in run_lessons(lesson, out, console=console):
+        for outcome in run_lessons(lesson, out, console=console, jobs=jobs):
             console.print(f"[green]lesson {outcome.name} done[/green]: open {outcome.report['html']}")
         return
     from vlmtune.zoo.demo import run_demo
 
-    outcome = run_demo(out, console=console)
+    outcome = run_demo(out, console=console, jobs=jobs)
     console.print(f"[green]demo done[/green]: open {outcome.report['html']}")
 
 

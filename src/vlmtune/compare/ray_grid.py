@@ -77,7 +77,7 @@ def _run_tasks(ray: Any, grid: Grid, todo: list[Variant], outcome: GridOutcome, 
     task = ray.remote(_variant_task)
     threads = max(1, int(spec.cpus_per_variant))
     refs = {}
-    for variant in todo:
+    for variant in sorted(todo, key=submission_order):
         log = log_path(grid, variant)
         log.parent.mkdir(parents=True, exist_ok=True)
         options = {**resources, "max_retries": spec.max_retries, "retry_exceptions": False,
@@ -102,6 +102,16 @@ def _run_tasks(ray: Any, grid: Grid, todo: list[Variant], outcome: GridOutcome, 
         raise
     for name, error in outcome.errors.items():
         console.print(f"[red]{name} failed:[/red] {escape(error)}", highlight=False)
+
+
+def submission_order(variant: Variant) -> tuple:
+    """Longest first, so that the last task to start is a short one (a shorter grid when
+    there are fewer slots than variants): full fine-tunes, then adapters by rank (highest
+    first), then variants that only evaluate; grid order breaks ties (the sort is stable)."""
+    if not variant.trains:
+        return (2, 0)
+    method = variant.cfg.method
+    return (0, 0) if method.kind in ("full", "freeze") else (1, -(method.r or 0))
 
 
 def _settle(ray: Any, board: Any, variant: Variant, ref: Any, outcome: GridOutcome, retries: int) -> None:

@@ -145,9 +145,9 @@ class LessonOutcome:
     finding: list[str] = field(default_factory=list)
 
 
-def run_lesson(name: str, out: Path, *, console: Any) -> LessonOutcome:
-    from vlmtune.compare.run import compare
+def run_lesson(name: str, out: Path, *, console: Any, jobs: int | None = None) -> LessonOutcome:
     from vlmtune.report import build_report
+    from vlmtune.zoo.demo import run_local
 
     lesson = LESSONS[name]
     out, data = Path(out), Path(out) / f"data-{name}"
@@ -157,7 +157,7 @@ def run_lesson(name: str, out: Path, *, console: Any) -> LessonOutcome:
     lesson.before(grid, console)
     grid_path = out / f"{name}-grid.yaml"
     write_text(grid_path, yaml.safe_dump(grid, sort_keys=False))
-    outcome = compare(grid_path, console=console)
+    outcome = run_local(grid_path, console=console, jobs=jobs)
     report = outcome.report
     if lesson.after(outcome.grid.dir, console):
         report = build_report(outcome.grid.dir)
@@ -175,13 +175,13 @@ def finding_of(grid_dir: Path, name: str) -> list[str]:
     return lesson_finding(name, summarize(load_grid_runs(grid_dir)))
 
 
-def run_lessons(arg: str, out: Path, *, console: Any) -> list[LessonOutcome]:
+def run_lessons(arg: str, out: Path, *, console: Any, jobs: int | None = None) -> list[LessonOutcome]:
     """Each named lesson in turn (``all``: in ``LESSONS`` order); a failed lesson does not stop
     the next ones, and one error at the end names every failure."""
     outcomes, failed = [], {}
     for name in lesson_names(arg):
         try:
-            outcomes.append(run_lesson(name, out, console=console))
+            outcomes.append(run_lesson(name, out, console=console, jobs=jobs))
         except VlmtuneError as err:
             failed[name] = str(err)
             console.print(f"[red]lesson {name} failed:[/red] {err}", highlight=False)
