@@ -101,13 +101,12 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
 
 def grid(args: argparse.Namespace) -> dict[str, Any]:
     """The whole demo grid for one seed; test IoU per variant, the prior and the verdict."""
-    from vlmtune.compare.run import run_grid
-    from vlmtune.compare.grid import load_grid
+    from vlmtune.zoo.demo import run_local
 
     lrs = {k: v[0] for k, v in _parse_lrs(args.lrs).items()}
     path = _grid_file(args.out, args.model, args.seed, name=f"demo-s{args.seed}", epochs=args.epochs, lrs=lrs)
     t0 = time.perf_counter()
-    outcome = run_grid(load_grid(path))
+    outcome = run_local(path, jobs=args.jobs)  # as `vlmtune demo` runs it
     record: dict[str, Any] = {"settings": vars(args), "wall_time_s": round(time.perf_counter() - t0, 1),
                               "variants": {}}
     for v in outcome.grid.variants:
@@ -131,6 +130,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=float, default=None, help="override the grid's train.epochs")
     p.add_argument("--lrs", action="append", default=[], help="VARIANT=lr1,lr2,... (grid mode: the first)")
+    p.add_argument("--jobs", type=int, default=None, help="grid mode: variants at once (default: as vlmtune demo)")
     args = p.parse_args()
     import torch
 
