@@ -94,7 +94,11 @@ def test_grid_on_ray_equals_serial(local_ray, grid_file, serial):
     _assert_same(serial, outcome.grid.dir)
     assert (outcome.grid.dir / "report.md").read_text().count("lora-r") >= 2
     log = log_path(outcome.grid, outcome.grid.variants[1]).read_text()
-    assert log.startswith("attempt 1: pid ") and log.rstrip().endswith("done")
+    assert log.startswith("submitted ") and "\nattempt 1: pid " in log and log.rstrip().endswith("done")
+    # never more variants at once than CPUs (2): a task that blocked in ray.get lent its CPU out
+    spans = [(float(re.search(r"started (\S+)", text).group(1)), float(re.search(r"ended (\S+)", text).group(1)))
+             for text in (log_path(outcome.grid, v).read_text() for v in outcome.grid.variants)]
+    assert max(sum(a <= t < b for a, b in spans) for t, _ in spans) <= 2, spans
 
 
 def _kill_when_checkpointed(grid, name: str, step: int, killed: dict) -> None:
@@ -195,3 +199,14 @@ def test_ctrl_c_cancels_every_task_and_leaves_runs_resumable(local_ray, grid_fil
     outcome = run_grid_ray(load_grid(grid.source), build=False)  # the same command again resumes
     assert outcome.status["lora-r8"] == "done"
     _assert_same(serial, grid.dir)
+
+
+def test_attempts_count_from_the_last_submission(tmp_path):
+    from vlmtune.compare.ray_grid import SUBMITTED, _attempt
+
+    log = tmp_path / "v.log"
+    assert _attempt(log) == 1
+    log.write_text(f"{SUBMITTED} t0\nattempt 1: pid 1\nattempt 2: pid 2\nended 5\n")
+    assert _attempt(log) == 3  # a retry of the same submission
+    log.write_text(log.read_text() + f"{SUBMITTED} t1\n")
+    assert _attempt(log) == 1  # the grid run again: a fresh count

@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import os
+import time
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ from vlmtune.ownership import DirLock
 from vlmtune.rundir import RunDir
 
 __all__ = ["run_grid_ray", "log_path"]
+
+SUBMITTED = "submitted"  # the line the driver appends to a variant's log when it submits the task
 
 
 def log_path(grid: Grid, variant: Variant) -> Path:
@@ -80,6 +83,8 @@ def _run_tasks(ray: Any, grid: Grid, todo: list[Variant], outcome: GridOutcome, 
     for variant in sorted(todo, key=submission_order):
         log = log_path(grid, variant)
         log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a", encoding="utf-8") as handle:  # attempts count from here (_attempt)
+            handle.write(f"{SUBMITTED} {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         options = {**resources, "max_retries": spec.max_retries, "retry_exceptions": False,
                    "name": f"vlmtune:{grid.name}/{variant.name}"}
         refs[task.options(**options).remote(variant, board, str(log), threads)] = variant
@@ -133,18 +138,32 @@ def _variant_task(variant: Variant, board: Any, log: str, threads: int) -> str |
     import torch
 
     node = ray.util.get_node_ip_address()
-    attempt = ray.get(board.start.remote(variant.name, os.getpid(), node))
+    attempt = _attempt(Path(log))
+    # Not ray.get(board.start...): a task blocked in ray.get lends its CPU back to Ray, which
+    # then starts another task there, and every variant of the grid ends up running at once.
+    board.start.remote(variant.name, os.getpid(), node)
     torch.set_num_threads(threads)
     with open(log, "a", buffering=1, encoding="utf-8") as handle, redirect_stdout(handle), \
             redirect_stderr(handle):
-        print(f"attempt {attempt}: pid {os.getpid()} on {node}, {threads} thread(s), run dir {variant.run_dir}")
+        print(f"attempt {attempt}: pid {os.getpid()} on {node}, {threads} thread(s), run dir {variant.run_dir}, "
+              f"started {time.time():.3f}")
         if attempt > 1:
             print(_resume_note(variant))
         error = attempt_variant(variant, _reporting_train(variant.name, board),
                                 _reporting_evaluate(variant.name, board))
+        print(f"ended {time.time():.3f}")
         print(f"failed: {error}" if error else "done")
     board.update.remote(variant.name, "failed" if error else "done", error=error)
     return error
+
+
+def _attempt(log: Path) -> int:
+    """This task's attempt: 1 + the attempts logged since the grid run submitted it (a retry
+    after its worker died is 2; running the grid again starts at 1)."""
+    lines = log.read_text(encoding="utf-8", errors="replace").splitlines() if log.exists() else []
+    starts = [k for k, line in enumerate(lines) if line.startswith(SUBMITTED)]
+    since = lines[starts[-1] + 1:] if starts else lines
+    return 1 + sum(1 for line in since if line.startswith("attempt "))
 
 
 def _resume_note(variant: Variant) -> str:
