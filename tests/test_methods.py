@@ -135,3 +135,41 @@ def test_mix_general_adds_the_requested_share(qwen, run_config, shapes_data):
     assert n_general(8, 0.2) == 2 and stats["general_mixed"] == 2 and stats["samples"] == 10
     with pytest.raises(ConfigError, match="data.mix_general: needs data.general"):
         build_config({**cfg.model_dump(), "data": {**cfg.data.model_dump(), "general": None}})
+
+
+def test_vision_and_projector_take_their_own_learning_rate(qwen, run_config):
+    """train.vision_lr / projector_lr (ms-swift's vit_lr / aligner_lr): full tower weights and
+    adapters on the tower in one group at their rate; train.lr's group first (the logged rate)."""
+    from vlmtune.model.methods import param_groups
+
+    cfg = run_config(qwen, method={"lora_on": ["vision", "language"]}, trainable={"projector": True},
+                     train={"lr": 1e-3, "vision_lr": 2e-5, "projector_lr": 1e-4})
+    model, _, family = prepare(cfg)
+    groups = param_groups(model, family, 1e-3, {"vision": 2e-5, "projector": 1e-4})
+    assert [g["lr"] for g in groups] == [1e-3, 2e-5, 1e-4]
+    names = {id(p): n for n, p in model.named_parameters()}
+    by_lr = {g["lr"]: [names[id(p)] for p in g["params"]] for g in groups}
+    assert all(".visual." in n and ".merger." not in n and "lora_" in n for n in by_lr[2e-5])
+    assert all(".merger." in n and "modules_to_save" in n for n in by_lr[1e-4])
+    assert all(".visual." not in n and "lora_" in n for n in by_lr[1e-3])
+    assert sum(map(len, by_lr.values())) == sum(p.requires_grad for p in model.parameters())
+    assert len(param_groups(model, family, 1e-3, {})) == 1  # none set: one group
+
+
+def test_a_tiny_vision_rate_leaves_the_tower_where_it_was(qwen, run_config):
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from vlmtune.model.load import load_base
+
+    cfg = run_config(qwen, method={"kind": "full"}, train={"max_steps": 3, "lr": 1e-3, "vision_lr": 1e-30})
+    run = train(cfg)
+    rates = [json.loads(x)["lr"] for x in (run / "metrics.jsonl").open() if '"lr"' in x]
+    assert rates and max(rates) > 1e-6  # the logged rate is train.lr's group, not the tower's
+    base, _, family = load_base(cfg.model)
+    before = base.state_dict()
+    moved: dict[str, float] = {}  # largest change per role
+    for name, value in AutoModelForImageTextToText.from_pretrained(run / "model").state_dict().items():
+        role = family.role_of(name) or "language"
+        moved[role] = max(moved.get(role, 0.0), (value - before[name]).abs().max().item())
+    assert moved["vision"] < 1e-20 and moved["projector"] > 1e-6 and moved["language"] > 1e-6, moved

@@ -109,6 +109,11 @@ class TrainConfig(_Section):
     batch_size: int = Field(2, ge=1)
     grad_accum: int = Field(1, ge=1)
     lr: float = Field(2.0e-4, gt=0)
+    # the vision tower's / projector's own rate (weights and adapters there), as ms-swift's
+    # vit_lr / aligner_lr: full weights of a pretrained tower want a rate ~10x below an
+    # adapter's. None: train.lr
+    vision_lr: float | None = Field(None, gt=0)
+    projector_lr: float | None = Field(None, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = Field(0.03, ge=0, le=1)

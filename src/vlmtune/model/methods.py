@@ -165,6 +165,25 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     return {"trainable": trainable, "total": total}
 
 
+def _role(name: str, family: Family) -> str:
+    """The role of a parameter of the (possibly PEFT- or DDP-wrapped) model; adapters and
+    ``modules_to_save`` copies belong to the role of the layer they sit on."""
+    for prefix in ("module.", "base_model.model."):
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+    return family.role_of(name.replace(".modules_to_save.default", "")) or "language"
+
+
+def param_groups(model: nn.Module, family: Family, lr: float, rates: dict[str, float | None]) -> list[dict]:
+    """The trainable parameters as optimizer groups: one per learning rate, where ``rates``
+    gives a role its own (``{"vision": 2e-5}``; None: ``lr``). One group when none is set."""
+    groups: dict[float, list[nn.Parameter]] = {lr: []}  # train.lr's group first (the logged rate)
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            groups.setdefault(rates.get(_role(name, family)) or lr, []).append(param)
+    return [{"params": params, "lr": rate} for rate, params in groups.items() if params or rate == lr]
+
+
 def trainable_by_role(model: nn.Module, family: Family) -> dict[str, int]:
     """Trainable parameters per role ('adapter' for LoRA weights), for reports and tests."""
     out = {role: 0 for role in (*ROLES, "adapter")}
@@ -174,6 +193,5 @@ def trainable_by_role(model: nn.Module, family: Family) -> dict[str, int]:
         if "lora_" in name:
             out["adapter"] += param.numel()
             continue
-        clean = name.replace("base_model.model.", "", 1).replace(".modules_to_save.default", "")
-        out[family.role_of(clean) or "language"] += param.numel()
+        out[_role(name, family)] += param.numel()
     return out

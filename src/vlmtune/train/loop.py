@@ -43,7 +43,7 @@ from vlmtune.train.loss import n_target_tokens, token_loss_sum
 from vlmtune.train.flops import FlopCounter
 from vlmtune.train.fused_lora import fuse_lora
 from vlmtune.train.measure import Throughput, machine_info, peak_memory, reset_peak
-from vlmtune.model.methods import count_parameters, prepare, trainable_by_role
+from vlmtune.model.methods import count_parameters, param_groups, prepare, trainable_by_role
 from vlmtune.train.tracking import check_installed as check_trackers, for_run as trackers_for
 from vlmtune.ownership import DirLock, is_empty
 from vlmtune.train.divergence import Diverged, DivergenceGuard
@@ -215,8 +215,8 @@ def _train(cfg: RunConfig, lock: DirLock, *, overwrite: bool, resume: bool,
     plan = StepPlan(len(train_data), t.batch_size, t.grad_accum, t.epochs, t.max_steps, t.seed,
                     accelerator.num_processes, accelerator.process_index,
                     lengths=tuple(e.length for e in train_data.examples) if t.group_by_length else None)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    groups = param_groups(model, family, t.lr, {"vision": t.vision_lr, "projector": t.projector_lr})
+    optimizer = torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay)
     scheduler = _scheduler(optimizer, t.schedule, math.ceil(t.warmup_ratio * plan.total_steps), plan.total_steps)
     dist.shard_units(accelerator, model, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
