@@ -9,12 +9,14 @@ the card records this sweep. The test split is not looked at while choosing.
 
 ``grid`` mode then runs the whole demo grid (with the rates given) for one training seed
 and prints each variant's test IoU, the constant-answer prior and the verdict; run it for
-two seeds to see whether the result holds.
+two seeds to see whether the result holds. ``lessons`` mode runs every lesson
+(``vlmtune demo --lesson all``) with the training seed given.
 
 Usage:
     OMP_NUM_THREADS=1 python scripts/demo_sweep.py sweep --model /tmp/ts --out /tmp/sweep \\
         --lrs lora-r16=1e-3,2e-3,4e-3 --lrs full=1e-4,3e-4,1e-3
     OMP_NUM_THREADS=1 python scripts/demo_sweep.py grid --model /tmp/ts --out /tmp/seed0 --seed 0
+    python scripts/demo_sweep.py lessons --out /tmp/lessons-s1 --seed 1
 """
 
 from __future__ import annotations
@@ -122,9 +124,31 @@ def grid(args: argparse.Namespace) -> dict[str, Any]:
     return record
 
 
+def lessons(args: argparse.Namespace) -> dict[str, Any]:
+    """Every lesson (``vlmtune demo --lesson all``) with the training seed set to ``--seed``."""
+    from rich.console import Console
+
+    from vlmtune.zoo import lessons as shipped
+
+    lesson_grid = shipped.lesson_grid
+
+    def seeded(name: str, data: Path, out_dir: Path) -> dict:
+        grid = lesson_grid(name, data, out_dir)
+        grid["base"]["train"]["seed"] = args.seed
+        return grid
+
+    shipped.lesson_grid = seeded
+    t0 = time.perf_counter()
+    outcomes = shipped.run_lessons("all", args.out, console=Console(stderr=True), jobs=args.jobs)
+    record = {"settings": vars(args), "wall_time_s": round(time.perf_counter() - t0, 1),
+              "findings": {o.name: o.finding for o in outcomes}}
+    print(json.dumps(record, indent=1, default=str), flush=True)
+    return record
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("mode", choices=("sweep", "grid"))
+    p.add_argument("mode", choices=("sweep", "grid", "lessons"))
     p.add_argument("--model", default=None, help="model dir (default: the grid's, vlmtune/tiny-shapes)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
@@ -135,7 +159,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    record = sweep(args) if args.mode == "sweep" else grid(args)
+    record = {"sweep": sweep, "grid": grid, "lessons": lessons}[args.mode](args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.mode}-s{args.seed}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
 
