@@ -22,6 +22,13 @@ from typing import Callable
 DECODER_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
+def registry_name(name: str) -> str:
+    """Module name as the family registry knows it (without PEFT/DDP wrappers)."""
+    for prefix in ("module.", "base_model.model."):
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+    return name
+
 @dataclass(frozen=True)
 class Family:
     name: str

@@ -26,7 +26,7 @@ from torch import nn
 
 from vlmtune.config import ROLES, RunConfig
 from vlmtune.errors import ConfigError
-from vlmtune.families.base import Family
+from vlmtune.families.base import Family, registry_name
 from vlmtune.model.load import load_base, logical_numel
 # Function-level imports: peft loads only when adapters are attached.
 
@@ -168,10 +168,7 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
 def _role(name: str, family: Family) -> str:
     """The role of a parameter of the (possibly PEFT- or DDP-wrapped) model; adapters and
     ``modules_to_save`` copies belong to the role of the layer they sit on."""
-    for prefix in ("module.", "base_model.model."):
-        if name.startswith(prefix):
-            name = name[len(prefix):]
-    return family.role_of(name.replace(".modules_to_save.default", "")) or "language"
+    return family.role_of(registry_name(name).replace(".modules_to_save.default", "")) or "language"
 
 
 def param_groups(model: nn.Module, family: Family, lr: float, rates: dict[str, float | None]) -> list[dict]:

@@ -31,7 +31,7 @@ from typing import Any
 
 from torch import nn
 
-from vlmtune.train.flops import registry_name
+from vlmtune.families.base import registry_name
 
 
 

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from vlmtune.data.encode import IGNORE
+from vlmtune.families.base import registry_name
 from vlmtune.families.shapes import text_dims, vision_dims
 from vlmtune.train.loss import takes_logit_mask
 
@@ -44,14 +45,6 @@ class RoleCost:
     weights: int = 0
     trainable: int = 0
     inputs_leaf: int = 0  # layers whose input is data (patch embedding): never an input gradient
-
-
-def registry_name(name: str) -> str:
-    """Module name as the family registry knows it (without PEFT/DDP wrappers)."""
-    for prefix in ("module.", "base_model.model."):
-        if name.startswith(prefix):
-            name = name[len(prefix):]
-    return name
 
 
 def role_costs(model: nn.Module, family: Any) -> dict[str, RoleCost]:
