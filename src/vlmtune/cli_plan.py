@@ -29,15 +29,11 @@ def from_run_config(path: Path) -> dict[str, Any]:
 def _data_plans(model: str, data: str, root: Optional[str], shapes: Any, work: Any, methods: tuple[str, ...],
                 gpu_bytes: Optional[int]) -> list[Any]:
     """Plans at the data's longest, p95 and p50 lengths (images per sample: the data's most)."""
-    from dataclasses import replace
-
-    from vlmtune.diagnose.data_lengths import data_lengths
+    from vlmtune.diagnose.data_lengths import data_workloads
     from vlmtune.diagnose.memory_plan import plan_memory
 
-    stats = data_lengths(model, data, max_length=work.seq, root=root)
     plans = []
-    for case, seq in stats["cases"].items():
-        case_work = replace(work, seq=seq, images=stats["images"], answer_tokens=stats["answers"][case])
+    for case, case_work in data_workloads(model, data, root, shapes, work).items():
         for p in plan_memory(shapes, case_work, gpu_bytes=gpu_bytes, methods=methods):
             p.case = case
             plans.append(p)

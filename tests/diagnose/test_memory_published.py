@@ -189,3 +189,30 @@ def test_cli_plan_from_data_lengths(tiny_factory, shapes_data):
     answers = stats["answers"]
     assert 0 < answers["p50"] <= answers["longest"] < cases["longest"]
     assert plans[0]["logits"] == answers["longest"] * model_shapes(str(model)).vocab * 12
+
+
+def test_plan_from_data_sizes_a_dynamic_resolution_tower_by_its_image_tokens(tiny_factory, shapes_data):
+    """Qwen2-VL's config has no image size: --data plans the tower at the side the processor gave
+    the data's images (from their image tokens), not at the 448-px fallback."""
+    from vlmtune.diagnose.data_lengths import data_lengths, side_from_tokens
+
+    model = tiny_factory("qwen2_vl", hidden=64, kv_heads=2)
+    data = shapes_data / "train_vqa.jsonl"
+    shapes = model_shapes(str(model))
+    stats = data_lengths(str(model), str(data), max_length=4096, root=str(shapes_data))
+    side = side_from_tokens(shapes, stats["image_tokens"])
+    patch, merge = shapes.vision["patch"], shapes.vision["merge"]
+    assert (side // patch) ** 2 == stats["image_tokens"] * merge ** 2 and side <= 64 + 2 * patch * merge
+
+    def full_plan(*extra):
+        result = CliRunner().invoke(app, ["plan", "--model", str(model), "--method", "full", "--json", *extra])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)["plans"][0]
+
+    on_data = full_plan("--data", str(data), "--data-root", str(shapes_data), "--seq", "4096")
+    at_side = full_plan("--seq", str(on_data["seq"]), "--image-size", str(side),
+                        "--answer-tokens", str(stats["answers"]["longest"]))
+    fallback = full_plan("--seq", str(on_data["seq"]), "--answer-tokens", str(stats["answers"]["longest"]))
+    assert on_data["vision_activations"] == at_side["vision_activations"] > 0
+    assert fallback["vision_activations"] > 10 * on_data["vision_activations"]
+    assert side_from_tokens(model_shapes(str(CONFIGS / "google-gemma-3-4b-it.json")), 16) is None  # fixed 896 px

@@ -49,6 +49,38 @@ def data_lengths(model: str, data: str, *, max_length: int = 2048, root: str | N
     lengths = sorted(min(ex.length, max_length) for ex in examples)
     answers = sorted(sum(label != IGNORE for label in ex.encoded.labels[:max_length]) for ex in examples)
     images = max(len(ex.sample.images) for ex in examples)
+    per_image = [sum(t in image_ids for t in ex.encoded.input_ids[:max_length]) // len(ex.sample.images)
+                 for ex in examples if ex.sample.images]
     return {"cases": {"longest": lengths[-1], "p95": _percentile(lengths, 95), "p50": _percentile(lengths, 50)},
             "answers": {"longest": answers[-1], "p95": _percentile(answers, 95), "p50": _percentile(answers, 50)},
-            "images": images, "samples": len(lengths), "skipped": dict(encoded.skipped)}
+            "images": images, "image_tokens": max(per_image, default=0), "samples": len(lengths),
+            "skipped": dict(encoded.skipped)}
+
+
+def data_workloads(model: str, data: str, root: str | None, shapes: Any, work: Any) -> dict[str, Any]:
+    """``work`` at the data's longest, p95 and p50 lengths (``{case: Workload}``), with its most
+    images per sample and labelled tokens; for a dynamic-resolution tower (no ``image_size`` in
+    its config) the image side its processor gave the largest image, unless ``work`` sets one.
+
+    Why the side: such a tower's activations grow with the patches an image becomes, and a
+    plan at the 448-px fallback is 49x off for 64-px images.
+    """
+    from dataclasses import replace
+
+    stats = data_lengths(model, data, max_length=work.seq, root=root)
+    side = work.image_size or side_from_tokens(shapes, stats["image_tokens"])
+    return {case: replace(work, seq=seq, images=stats["images"], answer_tokens=stats["answers"][case],
+                          image_size=side)
+            for case, seq in stats["cases"].items()}
+
+
+def side_from_tokens(shapes: Any, tokens: int) -> int | None:
+    """The square image side that gives ``tokens`` language tokens per image on a tower that
+    merges ``merge x merge`` patches of ``patch`` pixels; None for a fixed-size tower.
+
+    Example: Qwen2-VL-style patch 14, merge 2, 16 tokens -> 8 x 8 patches -> 112 px.
+    """
+    v = getattr(shapes, "vision", None)
+    if not v or v.get("image_size") or not tokens or not v.get("patch"):
+        return None
+    return math.isqrt(tokens * v.get("merge", 1) ** 2) * v["patch"]

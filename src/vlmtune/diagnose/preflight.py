@@ -55,14 +55,21 @@ def _zero_stage(path: Path) -> int:
         raise InputError(f"cannot read the DeepSpeed config: {err}", file=path, field="train.deepspeed") from None
 
 
-def plan_run(cfg: Any, shapes: Any = None) -> Any:
-    """The MethodPlan of one run config at its max_length and batch size."""
+def plan_run(cfg: Any, shapes: Any = None, *, on_data: bool = False) -> Any:
+    """The MethodPlan of one run config at its max_length and batch size; ``on_data``: at its
+    training file's longest sample instead (``vlmtune plan --data``: tokens, images, image side)."""
     from vlmtune.diagnose.memory_plan import Workload, model_shapes, plan_method
 
     fields = workload_fields(cfg)
     model, method = fields.pop("model"), fields.pop("method")
-    fields.pop("data"), fields.pop("data_root")
-    return plan_method(shapes or model_shapes(model), Workload(**fields), method)
+    data, root = fields.pop("data"), fields.pop("data_root")
+    shapes = shapes or model_shapes(model)
+    work = Workload(**fields)
+    if on_data:
+        from vlmtune.diagnose.data_lengths import data_workloads
+
+        work = data_workloads(model, data, root, shapes, work)["longest"]
+    return plan_method(shapes, work, method)
 
 
 def preflight(variants: list[tuple[str, Any]], gpu_bytes: int) -> list[dict[str, Any]]:
