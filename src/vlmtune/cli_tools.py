@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from vlmtune.errors import VlmtuneError
+from vlmtune.errors import InputError, VlmtuneError
 # Function-level imports: as in cli.py, `vlmtune --help` starts without the library.
 
 console = Console(stderr=True)
@@ -108,7 +108,10 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="where data, 
     console.print(f"[green]demo done[/green]: open {outcome.report['html']}")
 
 
-def zoo_build(out: Path = typer.Option(Path("tiny-shapes"), "--out", help="where to write the checkpoint"),
+def zoo_build(out: Optional[Path] = typer.Option(None, "--out", help="where to write the checkpoint "
+                                                                   "(default: ./<model>)"),
+              model: str = typer.Option("tiny-shapes", "--model",
+                                        help="which shipped size's recipe: tiny-shapes or tiny-shapes-small"),
               minutes: Optional[float] = typer.Option(None, "--minutes",
                                                       help="cap training time (fewer steps; machine-dependent)"),
               work: Path = typer.Option(Path("/tmp/vlmtune-zoo-build"), "--work",
@@ -123,15 +126,24 @@ def zoo_build(out: Path = typer.Option(Path("tiny-shapes"), "--out", help="where
                                                             "instead of today's defaults"),
               resume: bool = typer.Option(False, "--resume",
                                           help="keep the finished stages in --work and continue a started "
-                                               "one from its last checkpoint (same plan only)")
+                                               "one from its last checkpoint (same plan only)"),
+              continue_from: Optional[Path] = typer.Option(None, "--from",
+                                                           help="a finished build (its dir, with build.json) whose "
+                                                                "stages are the plan's first ones: train only the "
+                                                                "plan's later stages, from its weights")
               ) -> None:
-    """Rebuild vlmtune/tiny-shapes from scratch: synth data, tokenizer, Qwen2-VL, pretrain, score."""
+    """Rebuild vlmtune/tiny-shapes (or tiny-shapes-small) from scratch: synth data, tokenizer, Qwen2-VL,
+    pretrain, score."""
     from dataclasses import replace
 
-    from vlmtune.zoo.build import BuildPlan, build, read_plan
+    from vlmtune.zoo.build import PLANS, build, read_plan
 
-    plan = read_plan(plan_file) if plan_file else BuildPlan()
-    record = build(out, plan=replace(plan, threads=threads), work=work, minutes=minutes, resume=resume)
+    if model not in PLANS:
+        raise InputError(f"no recipe for {model!r}; choose one of: {', '.join(PLANS)}", field="--model")
+    plan = read_plan(plan_file) if plan_file else PLANS[model]
+    out = out or Path(model)
+    record = build(out, plan=replace(plan, threads=threads), work=work, minutes=minutes, resume=resume,
+                   continue_from=continue_from)
     scores = record["scores"]
     where = f"where EM {scores['where']['exact_match']:.3f}  " if "where" in scores else ""
     console.print(f"[green]done[/green] {out}  {record['total_params'] / 1e6:.1f}M params, "

@@ -116,7 +116,7 @@ def test_fit_budget_scales_every_stage():
 
 
 def test_read_plan_rebuilds_the_recorded_recipe(tmp_path):
-    """The shipped build.json is today's recipe (built with --threads 2); a build.json that
+    """The shipped build.json is today's recipe; a build.json that
     predates the where task, the position target and the second seed comes back without
     them, whatever today's defaults are."""
     from importlib.resources import files
@@ -125,7 +125,7 @@ def test_read_plan_rebuilds_the_recorded_recipe(tmp_path):
     from vlmtune.zoo.build import read_plan
 
     shipped = files("vlmtune.zoo") / "tiny-shapes" / "build.json"
-    assert read_plan(shipped) == replace(BuildPlan(), threads=2)
+    assert read_plan(shipped) == BuildPlan()  # its last stage ran with --threads 1 (the default)
     old = json.loads(json.dumps(asdict(BuildPlan())))
     old.update(tasks=["caption", "vqa", "mc"], stages=[{"steps": 400, "lr": 3e-4}, {"steps": 2400, "lr": 3e-4,
                                                                                     "repeat_mc": 3}])
@@ -189,3 +189,50 @@ def _checkpoint_every(run_config, every: int):
         cfg.train.checkpoint_every = every
         return cfg
     return patched
+
+
+@pytest.mark.slow  # three toy builds: ~20 s idle
+def test_continue_from_trains_only_the_added_stage(tmp_path):
+    """--from: a finished 1-stage build extended by a second stage ends with the weights of the
+    straight 2-stage build, and its record keeps the first stage's numbers; a build of another
+    recipe, or one not shorter than the plan, is refused with one clear error."""
+    from safetensors.torch import load_file
+
+    from vlmtune.errors import InputError
+
+    two = replace(TOY, second_seed=None)
+    one = replace(two, stages=two.stages[:1])
+    straight = build(tmp_path / "a", plan=two, work=tmp_path / "wa", eval_per_task=0)
+    first = build(tmp_path / "b", plan=one, work=tmp_path / "wb", eval_per_task=0)
+    stage1_log = (tmp_path / "wb/runs/stage1/metrics.jsonl").read_text()
+    extended = build(tmp_path / "b", plan=two, work=tmp_path / "wb", eval_per_task=0, continue_from=tmp_path / "b")
+    assert (tmp_path / "wb/runs/stage1/metrics.jsonl").read_text() == stage1_log  # not retrained
+    assert [p.name for p in sorted((tmp_path / "wb/runs").iterdir())] == ["stage1", "stage2"]
+    assert extended["stage_wall_time_s"][0] == first["stage_wall_time_s"][0]
+    assert extended["final_train_loss"][0] == first["final_train_loss"][0]
+    assert extended["continued_from"]["stages_kept"] == 1
+    assert extended["vision_stage"] == first["vision_stage"]
+    a, b = load_file(str(tmp_path / "a/model.safetensors")), load_file(str(tmp_path / "b/model.safetensors"))
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
+    with pytest.raises(InputError, match="another recipe"):
+        build(tmp_path / "c", plan=replace(two, text_layers=3), work=tmp_path / "wc", eval_per_task=0,
+              continue_from=tmp_path / "a")
+    with pytest.raises(InputError, match="not the first stages"):
+        build(tmp_path / "c", plan=two, work=tmp_path / "wc", eval_per_task=0, continue_from=tmp_path / "a")
+
+
+def test_zoo_build_names_its_recipes(tmp_path, monkeypatch):
+    """--model picks a shipped size's recipe (the small one: ~half the parameters, same stages);
+    an unknown name is one line, exit 2, and nothing is written."""
+    import sys
+
+    from vlmtune import cli
+    from vlmtune.zoo.build import PLANS
+
+    small, large = PLANS["tiny-shapes-small"], PLANS["tiny-shapes"]
+    assert large == BuildPlan() and small.text_hidden < large.text_hidden and small.tasks == large.tasks
+    monkeypatch.setattr(sys, "argv", ["vlmtune", "zoo", "build", "--model", "nope", "--out", str(tmp_path / "o"),
+                                      "--work", str(tmp_path / "w")])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code == 2 and not (tmp_path / "o").exists() and not (tmp_path / "w").exists()

@@ -53,3 +53,32 @@ def stage_state(cfg: Any) -> str:
         return "partial"
     saved = load_run_config(run.path)
     return "done" if saved.model_dump(mode="json") == cfg.model_dump(mode="json") else "new"
+
+
+def continued_build(from_dir: Path, plan: Any) -> dict[str, Any]:
+    """The record of the finished build in ``from_dir`` that ``plan`` extends (``--from``): same
+    recipe, its stages the first of ``plan``'s, and fewer of them.
+
+    Why: a recipe that gains a last stage (a score short of its gate) need not retrain the
+    first stages for an hour; training only the new stages from the previous build's
+    weights is what an uninterrupted build of the longer recipe does (to float rounding,
+    as with ``--resume``), and the record says which stages came from where.
+    """
+    from dataclasses import asdict
+
+    from vlmtune.errors import InputError
+    from vlmtune.zoo.build import read_plan
+
+    record_path = Path(from_dir) / "build.json"
+    before = read_plan(record_path)
+    ignored = ("stages", "threads", "eval_per_task")
+    differs = [k for k, v in asdict(plan).items() if k not in ignored and asdict(before)[k] != v]
+    if differs:
+        raise InputError(f"--from: the build records another recipe ({', '.join(differs)} differ)", file=record_path)
+    n = len(before.stages)
+    if plan.stages[:n] != before.stages or len(plan.stages) <= n:
+        raise InputError(f"--from: its {n} stages are not the first stages of a longer plan "
+                         f"({len(plan.stages)} stages)", file=record_path)
+    if not any(Path(from_dir).glob("model*.safetensors")):
+        raise InputError("--from: no model*.safetensors beside it", file=record_path)
+    return json.loads(record_path.read_text(encoding="utf-8"))
