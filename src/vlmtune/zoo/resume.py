@@ -55,9 +55,10 @@ def stage_state(cfg: Any) -> str:
     return "done" if saved.model_dump(mode="json") == cfg.model_dump(mode="json") else "new"
 
 
-def continued_build(from_dir: Path, plan: Any) -> dict[str, Any]:
-    """The record of the finished build in ``from_dir`` that ``plan`` extends (``--from``): same
-    recipe, its stages the first of ``plan``'s, and fewer of them.
+def continued_build(from_dir: Path, plan: Any, before: Any) -> dict[str, Any]:
+    """The record of the finished build in ``from_dir`` (whose ``build.json`` records the plan
+    ``before``) that ``plan`` extends (``--from``): same recipe, its stages the first of
+    ``plan``'s, and fewer of them.
 
     Why: a recipe that gains a last stage (a score short of its gate) need not retrain the
     first stages for an hour; training only the new stages from the previous build's
@@ -67,10 +68,8 @@ def continued_build(from_dir: Path, plan: Any) -> dict[str, Any]:
     from dataclasses import asdict
 
     from vlmtune.errors import InputError
-    from vlmtune.zoo.build import read_plan
 
     record_path = Path(from_dir) / "build.json"
-    before = read_plan(record_path)
     ignored = ("stages", "threads", "eval_per_task")
     differs = [k for k, v in asdict(plan).items() if k not in ignored and asdict(before)[k] != v]
     if differs:
