@@ -125,7 +125,7 @@ def grid(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def lessons(args: argparse.Namespace) -> dict[str, Any]:
-    """Every lesson (``vlmtune demo --lesson all``) with the training seed set to ``--seed``."""
+    """Every lesson (``vlmtune demo --lesson all``, or ``--lesson NAME``) with the training seed set to ``--seed``."""
     from rich.console import Console
 
     from vlmtune.zoo import lessons as shipped
@@ -139,7 +139,7 @@ def lessons(args: argparse.Namespace) -> dict[str, Any]:
 
     shipped.lesson_grid = seeded
     t0 = time.perf_counter()
-    outcomes = shipped.run_lessons("all", args.out, console=Console(stderr=True), jobs=args.jobs)
+    outcomes = shipped.run_lessons(args.lesson, args.out, console=Console(stderr=True), jobs=args.jobs)
     record = {"settings": vars(args), "wall_time_s": round(time.perf_counter() - t0, 1),
               "findings": {o.name: o.finding for o in outcomes}}
     print(json.dumps(record, indent=1, default=str), flush=True)
@@ -154,6 +154,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=float, default=None, help="override the grid's train.epochs")
     p.add_argument("--lrs", action="append", default=[], help="VARIANT=lr1,lr2,... (grid mode: the first)")
+    p.add_argument("--lesson", default="all", help="lessons mode: one lesson's name, or all")
     p.add_argument("--jobs", type=int, default=None, help="grid mode: variants at once (default: as vlmtune demo)")
     args = p.parse_args()
     import torch

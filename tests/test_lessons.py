@@ -36,7 +36,7 @@ def test_shipped_lesson_grid_validates_and_matches_configs(tmp_path, name):
 
 
 def test_lesson_registry_order_and_all(monkeypatch, tmp_path):
-    assert lessons.lesson_names("all") == ["format-drift", "forgetting", "vision-bottleneck", "rank"]
+    assert lessons.lesson_names("all") == ["format-drift", "forgetting", "vision-bottleneck", "budget", "rank"]
     from rich.console import Console
 
     from vlmtune.errors import VlmtuneError
@@ -201,6 +201,35 @@ def test_rank_finding_is_inconclusive_when_nothing_learned(tmp_path):
     assert "inconclusive: no variant learned the task" in text and "saturates" not in text
 
 
+def _budget_view(tmp_path: Path, tiny_factory, shapes_data, large: float, small: float) -> GridView:
+    train = {"train": str(shapes_data / "train_grounding.jsonl"), "root": str(shapes_data), "max_length": 256}
+    big, little = tiny_factory("qwen2_vl"), tiny_factory("qwen2_vl", hidden=32)
+    entries = [_entry("baseline", "untuned", 0.05), _entry("large-lora", "lora", large, r=16),
+               _entry("small-full", "full", small)]
+    return _view(tmp_path, "grounding", "iou", entries, {
+        "large-lora": {"model": {"path": str(big)}, "method": {"kind": "lora", "r": 16}, "data": train},
+        "small-full": {"model": {"path": str(little)}, "method": {"kind": "full"}, "data": train}})
+
+
+def test_budget_finding_states_both_memory_plans_and_the_winner(tmp_path, tiny_factory, shapes_data):
+    text = " ".join(lesson_finding("budget", _budget_view(tmp_path, tiny_factory, shapes_data, 0.6, 0.3)))
+    assert "Planned training memory" in text and text.count(" MiB") == 2
+    assert "the larger model with LoRA beats the smaller one fully fine-tuned by 0.3" in text
+    text = " ".join(lesson_finding("budget", _budget_view(tmp_path, tiny_factory, shapes_data, 0.3, 0.32)))
+    assert "within noise of each other" in text and "beats" not in text
+    text = " ".join(lesson_finding("budget", _budget_view(tmp_path, tiny_factory, shapes_data, 0.05, 0.06)))
+    assert "inconclusive: no variant learned the task" in text and "LoRA beats" not in text
+
+
+def test_budget_finding_says_when_the_plans_are_not_one_budget(tmp_path, tiny_factory, shapes_data, monkeypatch):
+    from vlmtune.report import lessons as rules
+
+    plans = {"large-lora": 200 * 2**20, "small-full": 100 * 2**20}
+    monkeypatch.setattr(rules, "_planned", lambda run: plans[run.name])
+    text = " ".join(lesson_finding("budget", _budget_view(tmp_path, tiny_factory, shapes_data, 0.6, 0.3)))
+    assert "200 MiB" in text and "100 MiB" in text and "2.00x apart, not one budget" in text
+
+
 def test_missing_roles_give_one_sentence(tmp_path):
     view = _view(tmp_path, "mc", "exact_match", [_entry("baseline", "untuned", 0.7)])
     assert lesson_finding("format-drift", view) == ["no finding: variant(s) text-answers, converted not evaluated."]
@@ -225,6 +254,9 @@ def test_lesson_runs_end_to_end_on_a_tiny_model(tmp_path, monkeypatch, tiny_fact
         grid["base"]["model"]["path"] = model
         grid["base"]["train"].update(max_steps=1, batch_size=2)
         grid["base"]["eval"].update(max_samples=4, max_new_tokens=4)
+        for variant in grid["variants"]:  # the budget lesson's second size
+            if "model" in variant:
+                variant["model"]["path"] = model
         return grid
 
     monkeypatch.setattr(lessons, "lesson_grid", tiny)
@@ -245,6 +277,8 @@ def test_lesson_runs_end_to_end_on_a_tiny_model(tmp_path, monkeypatch, tiny_fact
         assert "vlmtune diagnose vision on full-vision" in md
     if name == "rank":
         assert (tmp_path / name / "full" / "rank.json").is_file()
+    if name == "budget":
+        assert "Planned training memory" in md and "MiB" in md
 
 
 def test_mc_letters_converts_option_text_and_keeps_the_rest(tmp_path):

@@ -66,3 +66,17 @@ def test_cannot_ground_it_was_never_taught(scores):
 def test_matches_model_card(scores):
     for task, (metric, expected) in CARD.items():
         assert scores[task][metric] == pytest.approx(expected, abs=TOLERANCE), task
+
+
+def test_the_small_size_is_its_recipe_and_loads():
+    """vlmtune/tiny-shapes-small (the budget lesson's second size): its build.json records
+    PLANS["tiny-shapes-small"] and it loads by its short name at about half the parameters."""
+    from transformers import AutoModelForImageTextToText
+
+    from vlmtune.zoo.build import PLANS, read_plan
+
+    path = zoo.resolve("vlmtune/tiny-shapes-small")
+    assert read_plan(path / "build.json") == PLANS["tiny-shapes-small"]
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    assert 3e6 <= sum(p.numel() for p in model.parameters()) <= 4e6
+    assert (path / "model.safetensors").stat().st_size < 16 * 2**20 and (path / "README.md").is_file()

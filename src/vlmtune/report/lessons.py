@@ -11,7 +11,7 @@ gives one sentence saying so, never a guess.
 
 Example:
     >>> sorted(FINDINGS)
-    ['forgetting', 'format-drift', 'rank', 'vision-bottleneck']
+    ['budget', 'forgetting', 'format-drift', 'rank', 'vision-bottleneck']
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ ROLES = {
     "forgetting": ("baseline", "mix-0", "mix-0.3"),
     "vision-bottleneck": ("baseline", "frozen-vision", "full-vision"),
     "rank": ("baseline", "full"),  # plus every LoRA variant of the grid (the sweep)
+    "budget": ("baseline", "large-lora", "small-full"),
 }
+SAME_BUDGET = 1.25  # planned memories within this ratio count as one budget
 
 
 def _pct(x: float) -> str:
@@ -285,11 +287,71 @@ def _log2(r: int) -> float:
     return math.log2(r)
 
 
+def budget(view: GridView) -> list[str]:
+    """One memory budget: the larger model with LoRA vs the smaller one fully fine-tuned, each
+    variant's planned training memory (``vlmtune plan`` on its run config) stated beside its score."""
+    task, by = _entries(view)
+    gone = _missing("budget", by, ROLES["budget"])
+    if gone:
+        return gone
+    large, small = by["large-lora"], by["small-full"]
+    metric = display(view.metric[task])
+    mem = {e.name: _planned(_run(view, e.name)) for e in (large, small)}
+    head = (f"Planned training memory (weights, gradients, optimizer state, activations; `vlmtune plan`): "
+            f"{_mem(large, mem[large.name])}, {_mem(small, mem[small.name])}")
+    known = [m for m in mem.values() if m]
+    if len(known) == 2 and max(known) / min(known) > SAME_BUDGET:
+        head += f": {max(known) / min(known):.2f}x apart, not one budget, so the comparison below is not the lesson's"
+    scores = (f"{metric}: {large.label} ({_model(view, large)}) {num(large.score)}, "
+              f"{small.label} ({_model(view, small)}) {num(small.score)}")
+    learnt = Learnt([e for e in by.values() if e.score is not None], by["baseline"], view.prior.get(task))
+    if large not in learnt and small not in learnt:
+        return [head + ".", f"{scores}: inconclusive: {_who_failed([large], small, learnt)} so the budget "
+                "comparison says nothing."]
+    d = _diff(large, small)
+    if not _real(d):
+        verdict = f"within noise of each other ({'+' if d.value >= 0 else ''}{num(d.value)}, {_noise(d)})"
+    elif d.value > 0:
+        verdict = (f"the larger model with LoRA beats the smaller one fully fine-tuned by {num(d.value)} "
+                   f"({_noise(d)})")
+    else:
+        verdict = (f"the smaller model fully fine-tuned beats the larger one with LoRA by {num(-d.value)} "
+                   f"({_noise(d)})")
+    loser = small if d.value > 0 else large
+    tail = (f"; {loser.label} did not learn the task (not beyond noise above {learnt.refs_text()})"
+            if _real(d) and loser not in learnt else "")
+    return [head + ".", f"{scores}: {verdict}{tail}."]
+
+
+def _planned(run: RunData | None) -> int | None:
+    """Planned training bytes of a run at its training file's longest sample (before the
+    allocator factor and the CUDA context), or None when it cannot be planned."""
+    from vlmtune.diagnose.preflight import plan_run
+    from vlmtune.errors import VlmtuneError
+
+    if run is None:
+        return None
+    try:
+        return int(plan_run(run.config, on_data=True).allocated)
+    except (VlmtuneError, OSError, ValueError, KeyError):
+        return None
+
+
+def _mem(entry: Entry, planned: int | None) -> str:
+    return f"{entry.label} {'unknown' if planned is None else f'{planned / 2**20:.0f} MiB'}"
+
+
+def _model(view: GridView, entry: Entry) -> str:
+    run = _run(view, entry.name)
+    return run.config.model.path if run else "?"
+
+
 FINDINGS: dict[str, Callable[[GridView], list[str]]] = {
     "format-drift": format_drift,
     "forgetting": forgetting,
     "vision-bottleneck": vision_bottleneck,
     "rank": rank,
+    "budget": budget,
 }
 
 

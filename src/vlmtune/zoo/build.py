@@ -115,8 +115,8 @@ class BuildPlan:
 
 # The shipped sizes, by zoo name. tiny-shapes-small is the same recipe at about half the
 # parameters (3.6M vs 6.8M; head dims kept at 64), sized so that fully fine-tuning it on the
-# demo's grounding set plans the training memory of LoRA r=16 on tiny-shapes (`vlmtune plan`
-# at the data's longest sample, batch 8, fp32: 128 vs 129 MiB), for the `budget` lesson. It
+# demo's grounding set plans about the training memory of LoRA r=16 on tiny-shapes (`vlmtune
+# plan` at the data's longest sample, batch 8, fp32: 100 vs 90 MiB), for the `budget` lesson. It
 # stops after stage 7: stage 8 was added for tiny-shapes' seed-1 MC gate after it was built.
 PLANS: dict[str, BuildPlan] = {
     "tiny-shapes": BuildPlan(),

@@ -100,6 +100,8 @@ LESSONS: dict[str, Lesson] = {lesson.name: lesson for lesson in (
            summary="general VQA after grounding fine-tunes with 0% vs 30% general data mixed in"),
     Lesson("vision-bottleneck", {"tasks": ("text",), "n": 1000, "seed": 1}, after=_probe_vision,
            summary="reading words: frozen-vision LoRA vs training the tower; diagnose vision"),
+    Lesson("budget", {"tasks": ("grounding",), "n": 1000, "seed": 1},
+           summary="one memory budget: tiny-shapes with LoRA vs tiny-shapes-small fully fine-tuned"),
     Lesson("rank", {"tasks": ("grounding",), "n": 1000, "seed": 1},
            summary="LoRA r=1..16 sweep against the full update's rank-need curve"),
 )}
