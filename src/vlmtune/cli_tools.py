@@ -86,7 +86,7 @@ def zoo_tiny(family: str = typer.Argument(..., help="model_type, e.g. qwen2_vl, 
 def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="where data, runs and the report go"),
          lesson: Optional[str] = typer.Option(None, "--lesson",
                                               help="run a lesson grid instead: format-drift, forgetting, "
-                                                   "vision-bottleneck, rank, or all (in that order)"),
+                                                   "vision-bottleneck, budget, rank, or all (in that order)"),
          jobs: Optional[int] = typer.Option(None, "--jobs", min=1,
                                             help="variants at once, one torch thread each, on a local Ray "
                                                  "(default: one per core when Ray is installed; 1: serial)")) -> None:
