@@ -250,3 +250,17 @@ def test_a_reference_without_per_item_scores_does_not_decide():
     p.scores = {}
     lines = verdict(entries, "IoU", baseline="baseline", prior=p)
     assert has(lines, "Raising the LoRA rank from r=2 to r=16 gains")  # the baseline alone decides
+
+
+def test_variants_sharing_a_method_label_are_named_by_variant():
+    """Two untuned models in one grid (the budget lesson) must not read "untuned (0), untuned (0)"."""
+    from vlmtune.report.summary import _distinct
+
+    none = {f"i{k}": 0.0 for k in range(50)}
+    entries = _distinct([base(compliance=0.0, compliance_scores=none),
+                         e("small-baseline", "untuned", 0.0, seed=1, label="untuned", compliance=0.0,
+                           compliance_scores=none),
+                         e("full", "full", 0.3, seed=3, compliance=1.0)])
+    assert [x.label for x in entries] == ["baseline (untuned)", "small-baseline (untuned)", "full"]
+    lines = verdict(entries, "IoU", baseline="baseline")
+    assert has(lines, "below 0.9 for baseline (untuned) (0), small-baseline (untuned) (0)")

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 from vlmtune.report.read import RunData, find_baseline, primary_metric, tasks_of
@@ -108,6 +109,16 @@ def prior_entry(runs: list[RunData], baseline: RunData | None, task: str, metric
     return None
 
 
+def _distinct(entries: list[Entry]) -> list[Entry]:
+    """Entries whose method label another entry shares are labelled by variant name too
+    (two untuned models in one grid read "baseline (untuned)", "small-baseline (untuned)")."""
+    counts = Counter(e.label for e in entries)
+    for e in entries:
+        if counts[e.label] > 1:
+            e.label = f"{e.name} ({e.label})"
+    return entries
+
+
 def summarize(runs: list[RunData]) -> GridView:
     tasks = tasks_of(runs)
     general_tasks = tasks_of(runs, "general")
@@ -116,8 +127,8 @@ def summarize(runs: list[RunData]) -> GridView:
                     metric={t: primary_metric(runs, t) for t in tasks}, general_task=general_task,
                     general_metric=primary_metric(runs, general_task, "general") if general_task else None)
     for task in tasks:
-        view.entries[task] = [entry(r, task, view.metric[task], general_task, view.general_metric)
-                              for r in runs]
+        view.entries[task] = _distinct([entry(r, task, view.metric[task], general_task, view.general_metric)
+                                        for r in runs])
         prior = prior_entry(runs, view.baseline, task, view.metric[task])
         if prior is not None:
             view.prior[task] = prior
