@@ -70,7 +70,7 @@ def data_split(src: Path = typer.Argument(..., help="canonical JSONL to split"),
 
 def data_synth(out: Path = typer.Option(..., "--out", help="dataset root to write"),
                tasks: str = typer.Option("caption,vqa,mc,grounding,text", "--tasks",
-                                         help="comma-separated: caption,vqa,mc,mc_text,grounding,where,text"),
+                                         help="comma-separated: caption,vqa,mc,mc_text,grounding,where,text,detail"),
                n: int = typer.Option(2000, "--n", help="samples per task (before the train/val/test split)"),
                seed: int = typer.Option(0, "--seed"),
                image_size: int = typer.Option(64, "--image-size")) -> None:

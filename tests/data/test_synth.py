@@ -15,7 +15,7 @@ from vlmtune.data.synth import split_counts, synth
 from vlmtune.data.synth_scene import COLOURS, KINDS, WORDS
 from vlmtune.data.synth_tasks import TASKS
 
-ALL = ("caption", "vqa", "mc", "mc_text", "grounding", "where", "text")
+ALL = ("caption", "vqa", "mc", "mc_text", "grounding", "where", "text", "detail")
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +167,29 @@ def test_text_task_words_are_drawn(world):
         ink = image < 100
         ys, xs = np.nonzero(ink)
         assert ink.any() and ys.max() - ys.min() >= 8  # at least the 11-px glyph height
+
+
+def test_detail_answer_is_the_kind_the_small_shape_is_drawn_as(world):
+    """One shape 6-8 px wide in the colour the question names; of the three kinds drawn into
+    its pixel box, only the answer's mask reproduces its pixels exactly."""
+    from vlmtune.data.synth_scene import BACKGROUNDS, _mask
+
+    out, files = world
+    kinds = set()
+    for split in ("train", "val", "test"):
+        for sample in _read(files[f"{split}_detail"]):
+            colour = _prompt(sample).split("What shape is the ")[1].split(" object?")[0]
+            image = np.asarray(Image.open(out / sample["images"][0]).convert("RGB"))
+            drawn = (image == COLOURS[colour]).all(axis=-1)
+            background = ~drawn & ~np.any([(image == v).all(axis=-1) for v in BACKGROUNDS.values()], axis=0)
+            assert not background.any()  # nothing but the background and the one shape
+            ys, xs = np.nonzero(drawn)
+            box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+            assert 6 <= box[2] - box[0] <= 8 and 6 <= box[3] - box[1] <= 8
+            fits = [k for k in KINDS if (np.asarray(_mask(k, box, 64)) > 0).tolist() == drawn.tolist()]
+            assert fits == sample["answers"], (sample["id"], fits)
+            kinds.add(fits[0])
+    assert kinds == set(KINDS)
 
 
 def test_bad_arguments_are_refused(tmp_path):

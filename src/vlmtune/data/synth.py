@@ -11,6 +11,7 @@ to it)::
 
     images/{split}_scene_{i:05d}.png   shapes scenes, shared by the scene tasks of a split
     images/{split}_word_{i:05d}.png    rendered words (task "text")
+    images/{split}_detail_{i:05d}.png  one small shape (task "detail")
     {split}_{task}.jsonl               one task of one split, e.g. train_grounding.jsonl
     {split}.jsonl                      all requested tasks of a split, interleaved per image
     synth.json                         the arguments and counts (for provenance)
@@ -18,7 +19,8 @@ to it)::
 with ``split`` in train/val/test. Images are generated per split and deduplicated by
 content across splits, so no image appears in two splits. ``n`` is the number of samples
 per task before splitting: each scene image yields one sample of every requested scene
-task (caption, vqa, mc, mc_text, grounding, where), each word image one ``text`` sample.
+task (caption, vqa, mc, mc_text, grounding, where), each word image one ``text`` sample,
+each small-shape image one ``detail`` sample.
 
 Tasks and answers:
 
@@ -39,6 +41,10 @@ Tasks and answers:
   never a box: the zoo model is pretrained on it so that it knows where things are,
   while grounding (boxes) stays a skill to fine-tune in. Not in the defaults.
 - ``text``: "What word is written?" -> the word (scored by ANLS).
+- ``detail``: "What shape is the red object?" about the one shape of an image, drawn 6-8 px
+  wide (at 64 px; scene shapes are 11 px and up): a circle and a square then differ only
+  in their corner pixels, a detail finer than a vision tower pretrained on the scenes
+  resolves. Exact match; not in the defaults.
 
 Box convention (grounding): integer pixel coordinates of the image as stored
 (``image_size`` square), xyxy, like torchvision: ``x1, y1`` inclusive, ``x2, y2``
@@ -62,8 +68,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from vlmtune.data.synth_scene import Scene, render_scene, render_word, sample_scene
-from vlmtune.data.synth_tasks import SCENE_TASKS, TASKS, build_sample, build_text_sample
+from vlmtune.data.synth_scene import Scene, render_scene, render_word, sample_detail, sample_scene
+from vlmtune.data.synth_tasks import SCENE_TASKS, TASKS, build_detail_sample, build_sample, build_text_sample
 
 SPLITS = ("train", "val", "test")
 DEFAULT_TASKS = ("caption", "vqa", "mc", "grounding", "text")
@@ -165,6 +171,16 @@ def _word_sample(split: str, i: int, seed: int, size: int, root: Path,
             return build_text_sample(word, rel, f"{split}-{i:05d}-text")
 
 
+def _detail_sample(split: str, i: int, seed: int, size: int, root: Path,
+                   seen: set[str]) -> dict:
+    rng = random.Random(f"vlmtune-synth/{seed}/{split}/detail/{i}")
+    rel = f"images/{split}_detail_{i:05d}.png"
+    while True:
+        scene = sample_detail(rng, size)
+        if _save_unique(render_scene(scene), root / rel, seen):
+            return build_detail_sample(scene, rel, f"{split}-{i:05d}-detail")
+
+
 def _write_jsonl(path: Path, samples: list[dict]) -> None:
     with path.open("w", encoding="utf-8", newline="\n") as f:
         for sample in samples:
@@ -202,6 +218,8 @@ def synth(out_dir: Path, *, tasks: Sequence[str] = DEFAULT_TASKS, n: int = 2000,
                 samples += _scene_samples(split, i, seed, image_size, scene_tasks, out_dir, seen)
             if "text" in tasks:
                 samples.append(_word_sample(split, i, seed, image_size, out_dir, seen))
+            if "detail" in tasks:
+                samples.append(_detail_sample(split, i, seed, image_size, out_dir, seen))
             for sample in samples:
                 per_task[sample["task"]].append(sample)
             combined += samples

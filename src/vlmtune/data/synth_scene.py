@@ -46,6 +46,10 @@ WORDS = (
     "apple", "house", "river", "chair", "train", "plant", "cloud", "bread", "stone", "music",
 )
 GAP = 2  # minimum free pixels between two shapes' drawing regions
+# Side of the one shape of a `detail` image, in pixels at 64 px (scaled with the image):
+# below the smallest scene shape (18% of the image, 11-12 px) and about one 8-px patch of
+# the embedded model, so a circle and a square differ only in their corner pixels.
+DETAIL_SIDE = (6, 8)
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,24 @@ def sample_scene(rng: random.Random, size: int) -> Scene:
         scene = Scene(size, background, tuple(shapes))
         if scene.unique():
             return scene
+
+
+def sample_detail(rng: random.Random, size: int, kinds: tuple[str, ...] = KINDS) -> Scene:
+    """A scene of one small shape (side ``DETAIL_SIDE`` at 64 px) of one of ``kinds``.
+
+    Example:
+        >>> scene = sample_detail(random.Random(0), 64)
+        >>> [6 <= s.region[2] - s.region[0] <= 8 for s in scene.shapes]
+        [True]
+    """
+    lo, hi = (max(3, round(side * size / 64)) for side in DETAIL_SIDE)
+    background = rng.choice(sorted(BACKGROUNDS))
+    side = rng.randint(lo, hi)
+    x, y = rng.randint(0, size - side), rng.randint(0, size - side)
+    kind, colour = rng.choice(kinds), rng.choice(sorted(COLOURS))
+    region = (x, y, x + side, y + side)
+    box = _mask(kind, region, size).getbbox()
+    return Scene(size, background, (Shape(kind, colour, tuple(box), region),))
 
 
 def render_scene(scene: Scene) -> Image.Image:

@@ -24,7 +24,8 @@ from vlmtune.data.synth_scene import COLOURS, KINDS, Scene, Shape
 
 SCENE_TASKS = ("caption", "vqa", "mc", "mc_text", "grounding", "where")
 WORD_TASKS = ("text",)
-TASKS = SCENE_TASKS + WORD_TASKS
+DETAIL_TASKS = ("detail",)
+TASKS = SCENE_TASKS + WORD_TASKS + DETAIL_TASKS
 NUMBER_WORDS = ("zero", "one", "two", "three", "four")
 CAPTION_PROMPT = "Describe the image in one sentence."
 VQA_SUFFIX = "Answer the question using a single word or phrase."
@@ -235,6 +236,23 @@ def build_sample(task: str, scene: Scene, image: str, sample_id: str,
     """
     prompt, answers, extra = _scene_prompt(task, scene, rng)
     return _canonical(sample_id, image, task, prompt, answers, extra)
+
+
+def build_detail_sample(scene: Scene, image: str, sample_id: str) -> dict:
+    """Canonical ``detail`` sample: the kind of the one small shape of ``scene`` (see
+    :func:`~vlmtune.data.synth_scene.sample_detail`), asked as the ``vqa`` shape question is.
+
+    Example:
+        >>> import random
+        >>> from vlmtune.data.synth_scene import sample_detail
+        >>> scene = sample_detail(random.Random(0), 64)
+        >>> s = build_detail_sample(scene, "d.png", "d-detail")
+        >>> s["answers"] == [scene.shapes[0].kind], s["task"]
+        (True, 'detail')
+    """
+    shape = scene.shapes[0]
+    prompt = f"What shape is the {shape.colour} object?\n{VQA_SUFFIX}"
+    return _canonical(sample_id, image, "detail", prompt, [shape.kind], {})
 
 
 def build_text_sample(word: str, image: str, sample_id: str) -> dict:

@@ -28,6 +28,7 @@ from vlmtune.metrics.compliance import TASK_FORMATS
 DEFAULT_METRICS = {
     "caption": ["bleu4", "cider", "rouge_l"], "vqa": ["exact_match"], "mc": ["mc_accuracy"],
     "mc_text": ["exact_match"], "grounding": ["iou"], "where": ["exact_match"], "text": ["anls"],
+    "detail": ["exact_match"],
     "docvqa": ["anls"],
     "chartqa": ["relaxed_accuracy"], "vqav2": ["vqa_accuracy"], "occupancy": ["voxel_iou"],
 }

@@ -56,7 +56,7 @@ TASK_FORMATS = {
     "grounding": "box", "detection": "box",
     "chartqa": "number", "counting": "number",
     "occupancy": "voxels", "voxel": "voxels",
-    "caption": "text", "vqa": "text", "where": "text", "mc_text": "text", "docvqa": "text", "free text": "text",
+    "caption": "text", "vqa": "text", "where": "text", "detail": "text", "mc_text": "text", "docvqa": "text", "free text": "text",
     "free_text": "text",
 }
 
