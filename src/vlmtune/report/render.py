@@ -31,6 +31,7 @@ from vlmtune.report.sweep import answers as sweep_answers, plots as sweep_plots,
 from vlmtune.report.summary import GridView, display, summarize
 from vlmtune.report.table import memory_kinds, table_rows
 from vlmtune.report.verdict import Learnt, num, verdict
+from vlmtune.report.by_answer import answer_rows
 from vlmtune.report.vision import HEADER as VISION_HEADER, vision_rows, vision_verdict
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -125,11 +126,13 @@ def context(grid_dir: Path, per_task: int) -> dict[str, Any]:
     plots = draw_all(view) + [p for p in (rank_plot(view),) if p is not None]
     sweep = sweep_view(grid_dir, runs)
     sweep_head, sweep_body = sweep_rows(sweep) if sweep else ([], [])
+    answer_head, answer_body = answer_rows(view)
     plots += sweep_plots(sweep) if sweep else []
     return {"title": f"vlmtune report: {grid_dir.name}", "grid": grid_dir.name, "header": header,
             "rows": rows, "plots": plots, "items": pick_items(view, per_task),
             "verdicts": verdicts(view, grid_lesson(grid_dir)), "notes": notes(view) + fit_notes(grid_dir), "view": view,
             "vision_header": VISION_HEADER, "vision_rows": vision_rows(view),
+            "answer_header": answer_head, "answer_rows": answer_body,
             "rank_header": rank_head, "rank_rows": rank_body, "sweep_answers": sweep_answers(sweep) if sweep else [],
             "sweep_header": sweep_head, "sweep_rows": sweep_body, "format_findings": format_findings(view),
             "built": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "thumbs": THUMBS}
