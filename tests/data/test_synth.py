@@ -170,9 +170,9 @@ def test_text_task_words_are_drawn(world):
 
 
 def test_detail_answer_is_the_kind_the_small_shape_is_drawn_as(world):
-    """One shape 6-8 px wide in the colour the question names; of the three kinds drawn into
+    """One shape DETAIL_SIDE px wide in the colour the question names; of the three kinds drawn into
     its pixel box, only the answer's mask reproduces its pixels exactly."""
-    from vlmtune.data.synth_scene import BACKGROUNDS, _mask
+    from vlmtune.data.synth_scene import BACKGROUNDS, DETAIL_SIDE, _mask
 
     out, files = world
     kinds = set()
@@ -185,7 +185,8 @@ def test_detail_answer_is_the_kind_the_small_shape_is_drawn_as(world):
             assert not background.any()  # nothing but the background and the one shape
             ys, xs = np.nonzero(drawn)
             box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-            assert 6 <= box[2] - box[0] <= 8 and 6 <= box[3] - box[1] <= 8
+            lo, hi = DETAIL_SIDE
+            assert lo <= box[2] - box[0] <= hi and lo <= box[3] - box[1] <= hi
             fits = [k for k in KINDS if (np.asarray(_mask(k, box, 64)) > 0).tolist() == drawn.tolist()]
             assert fits == sample["answers"], (sample["id"], fits)
             kinds.add(fits[0])

@@ -41,10 +41,10 @@ Tasks and answers:
   never a box: the zoo model is pretrained on it so that it knows where things are,
   while grounding (boxes) stays a skill to fine-tune in. Not in the defaults.
 - ``text``: "What word is written?" -> the word (scored by ANLS).
-- ``detail``: "What shape is the red object?" about the one shape of an image, drawn 6-8 px
-  wide (at 64 px; scene shapes are 11 px and up): a circle and a square then differ only
-  in their corner pixels, a detail finer than a vision tower pretrained on the scenes
-  resolves. Exact match; not in the defaults.
+- ``detail``: "What shape is the red object?" about the one shape of an image, drawn 9-11 px
+  wide at any image size (scene shapes in a 64-px image are 11 px and up): smaller than
+  anything a vision tower pretrained on the scenes has seen. Exact match; not in the
+  defaults.
 
 Box convention (grounding): integer pixel coordinates of the image as stored
 (``image_size`` square), xyxy, like torchvision: ``x1, y1`` inclusive, ``x2, y2``
