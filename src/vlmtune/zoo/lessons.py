@@ -103,8 +103,8 @@ LESSONS: dict[str, Lesson] = {lesson.name: lesson for lesson in (
            summary="the kind of a 9-11 px shape: frozen-vision LoRA vs training the tower; diagnose vision"),
     Lesson("budget", {"tasks": ("grounding",), "n": 1000, "seed": 1},
            summary="one memory budget: tiny-shapes with LoRA vs tiny-shapes-small fully fine-tuned"),
-    Lesson("rank", {"tasks": ("grounding",), "n": 1000, "seed": 1},
-           summary="LoRA r=1..16 sweep against the full update's rank-need curve"),
+    Lesson("rank", {"tasks": ("detail",), "n": 10000, "seed": 1, "image_size": 48},
+           summary="LoRA r=2 and r=16 against the full update's rank-need curve (detail, tower trained)"),
 )}
 
 
