@@ -101,7 +101,7 @@ LESSONS: dict[str, Lesson] = {lesson.name: lesson for lesson in (
     Lesson("vision-bottleneck", {"tasks": ("detail",), "n": 15000, "seed": 1, "image_size": 48},
            after=_probe_vision,
            summary="the kind of a 9-11 px shape: frozen-vision LoRA vs training the tower; diagnose vision"),
-    Lesson("budget", {"tasks": ("grounding",), "n": 1000, "seed": 1},
+    Lesson("budget", {"tasks": ("grounding",), "n": 1600, "seed": 1, "splits": (0.5, 0.1, 0.4)},
            summary="one memory budget: tiny-shapes with LoRA vs tiny-shapes-small fully fine-tuned"),
     Lesson("rank", {"tasks": ("detail",), "n": 10000, "seed": 1, "image_size": 48},
            summary="LoRA r=2 and r=16 against the full update's rank-need curve (detail, tower trained)"),
