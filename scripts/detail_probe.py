@@ -39,14 +39,13 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    scene.DETAIL_SIDE = tuple(args.side)
     path = resolve(args.model) if args.model.startswith("vlmtune/") else args.model
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
     processor = AutoProcessor.from_pretrained(path)
     visual = model.model.visual
 
     def batch(rng: random.Random, n: int):
-        scenes = [scene.sample_detail(rng, args.image_size) for _ in range(n)]
+        scenes = [scene.sample_detail(rng, args.image_size, side_range=tuple(args.side)) for _ in range(n)]
         out = processor.image_processor(images=[scene.render_scene(s) for s in scenes], return_tensors="pt")
         kinds = torch.tensor([scene.KINDS.index(s.shapes[0].kind) for s in scenes])
         return out["pixel_values"], out["image_grid_thw"], kinds

@@ -143,15 +143,16 @@ def sample_scene(rng: random.Random, size: int) -> Scene:
             return scene
 
 
-def sample_detail(rng: random.Random, size: int, kinds: tuple[str, ...] = KINDS) -> Scene:
-    """A scene of one small shape (side ``DETAIL_SIDE`` pixels) of one of ``kinds``.
+def sample_detail(rng: random.Random, size: int, kinds: tuple[str, ...] = KINDS,
+                  side_range: tuple[int, int] = DETAIL_SIDE) -> Scene:
+    """A scene of one small shape (side in ``side_range`` pixels, inclusive) of one of ``kinds``.
 
     Example:
         >>> scene = sample_detail(random.Random(0), 64)
         >>> [9 <= s.region[2] - s.region[0] <= 11 for s in scene.shapes]
         [True]
     """
-    lo, hi = DETAIL_SIDE
+    lo, hi = side_range
     background = rng.choice(sorted(BACKGROUNDS))
     side = rng.randint(lo, hi)
     x, y = rng.randint(0, size - side), rng.randint(0, size - side)
